@@ -1,0 +1,231 @@
+//! node-agent: PID 1 of a node and the machine API server.
+//!
+//! # Layout
+//! - [`platform`]: what differs between PID 1 on a machine and a process on a host.
+//! - [`config_store`]: the configuration files of the state directory, written atomically.
+//! - [`agent`]: the running agent and the rules for changing its configuration.
+//! - [`supervisor`]: services as supervised processes, their logs and health.
+//! - [`identity`]: the node's certificates (issued locally or requested from the
+//!   control plane).
+//! - [`server`]: the TLS listener, the auth and fan-out layers, the API handlers.
+//! - [`system`]: read-only views of /proc and the kernel log.
+//! - [`files`]: the config's files, written below the platform's root.
+//!
+//! [`run`] is the boot sequence: platform set-up, configuration, identity, services,
+//! API; then it waits for a reboot or shutdown request and stops everything in order.
+#![deny(missing_docs)]
+
+pub mod agent;
+pub mod config_store;
+pub mod files;
+pub mod identity;
+pub mod platform;
+pub mod server;
+pub mod supervisor;
+pub mod system;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+use agent::{Agent, Lifecycle};
+use platform::{Platform, ProcessPlatform};
+
+/// The git revision this agent was built from.
+pub const GIT_REVISION: &str = env!("NODE_AGENT_GIT_REVISION");
+
+/// How long servers get to finish in-flight calls before the agent moves on.
+const SERVER_STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// The platform the agent runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlatformKind {
+    /// A normal process on a host (development, tests, simulated fleets).
+    Process,
+}
+
+/// Command-line options of the agent.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "node-agent",
+    version,
+    about = "PID 1 and machine API of a node"
+)]
+pub struct Options {
+    /// Where the agent runs.
+    #[arg(long, value_enum)]
+    pub platform: PlatformKind,
+    /// Directory for the configuration, certificates and service logs.
+    #[arg(long)]
+    pub state_dir: PathBuf,
+    /// Configuration for the first boot; later boots use the one in --state-dir.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Address of the machine API; control-plane nodes also serve the trust service
+    /// on the next port.
+    #[arg(long, default_value = "0.0.0.0:50000")]
+    pub listen: SocketAddr,
+}
+
+/// Errors that stop the agent from booting.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    /// A platform step failed.
+    #[error("platform: {0}")]
+    Platform(#[from] platform::PlatformError),
+    /// The configuration could not be loaded.
+    #[error("{0}")]
+    Config(#[from] config_store::StoreError),
+    /// The node's certificates could not be set up.
+    #[error("node identity: {0}")]
+    Identity(#[from] identity::IdentityError),
+    /// The TLS configuration could not be built.
+    #[error("TLS: {0}")]
+    Tls(#[from] pki::Error),
+    /// A listening socket could not be opened.
+    #[error("listening on {address}: {source}")]
+    Listen {
+        /// The address.
+        address: SocketAddr,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Boots the node and serves until a reboot or shutdown; returns only on errors (a
+/// reboot re-executes or restarts, a shutdown exits).
+pub async fn run(options: Options) -> Result<(), BootError> {
+    let platform: Arc<dyn Platform> = match options.platform {
+        PlatformKind::Process => Arc::new(ProcessPlatform::new(options.state_dir.clone())),
+    };
+    platform.prepare()?;
+    // One reaper for the whole agent, before any child process exists.
+    supervisor::start_reaper().map_err(|source| {
+        BootError::Platform(platform::PlatformError::Io {
+            what: "starting the child reaper".into(),
+            source,
+        })
+    })?;
+    let store = config_store::ConfigStore::new(&options.state_dir);
+    let bundle = store.load_for_boot(options.config.as_deref())?;
+    let identity = identity::establish(&bundle, options.listen.ip(), &options.state_dir).await?;
+    let server_tls = pki::tls::server_config(
+        &identity.ca_pem,
+        &identity.server.cert_pem,
+        &identity.server.key_pem,
+    )?;
+
+    let supervisor = supervisor::Supervisor::new(supervisor::SupervisorOptions {
+        state_dir: Some(options.state_dir.join("services")),
+        cgroup_root: platform.cgroup_root(),
+        ..supervisor::SupervisorOptions::new(options.state_dir.join("logs"))
+    });
+    let (lifecycle_tx, mut lifecycle_rx) = mpsc::unbounded_channel();
+    let agent = Agent::new(
+        platform.clone(),
+        store,
+        bundle.clone(),
+        supervisor,
+        lifecycle_tx,
+    );
+    tracing::info!(boot_id = %agent.boot.id, hostname = %bundle.hostname(), "booting");
+    match agent.apply_live(&bundle).await {
+        Ok(notes) => notes.iter().for_each(|note| tracing::info!("{note}")),
+        Err(e) => tracing::error!(error = %e, "applying the configuration at boot"),
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let mut servers = tokio::task::JoinSet::new();
+    let api_listener = bind(options.listen).await?;
+    let forwarder = match &identity.authority {
+        Some(authority) => {
+            let cert = identity::forwarding_certificate(authority, &bundle.hostname())?;
+            Some(server::fanout::Forwarder {
+                tls: pki::tls::client_config(
+                    &identity.ca_pem,
+                    Some((&cert.cert_pem, &cert.key_pem)),
+                )?,
+                default_port: options.listen.port(),
+            })
+        }
+        None => None,
+    };
+    let api = server::machine::MachineApi::new(agent.clone(), identity.authority.clone());
+    servers.spawn(server::serve_machine_api(
+        api_listener,
+        server_tls,
+        api,
+        forwarder,
+        stopped(),
+    ));
+    if let Some(authority) = &identity.authority {
+        let address = SocketAddr::new(
+            options.listen.ip(),
+            options.listen.port() + api::TRUST_PORT_OFFSET,
+        );
+        let trust_tls = pki::tls::server_config_without_client_auth(
+            &identity.server.cert_pem,
+            &identity.server.key_pem,
+        )?;
+        let trust = server::trust::TrustApi::new(authority.clone(), bundle.secrets.token.clone());
+        servers.spawn(server::serve_trust(
+            bind(address).await?,
+            trust_tls,
+            trust,
+            stopped(),
+        ));
+    }
+    tracing::info!(listen = %options.listen, platform = platform.name(), "machine API ready");
+
+    let what = wait_for_end(&mut lifecycle_rx).await;
+    tracing::info!(?what, "stopping services and servers");
+    let _ = stop_tx.send(true);
+    if tokio::time::timeout(SERVER_STOP_GRACE, async {
+        while servers.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        servers.abort_all();
+    }
+    agent.supervisor.stop_all().await;
+    match what {
+        Lifecycle::Reboot => platform.reboot()?,
+        Lifecycle::Shutdown => platform.shutdown()?,
+    };
+    Ok(())
+}
+
+async fn bind(address: SocketAddr) -> Result<TcpListener, BootError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| BootError::Listen { address, source })
+}
+
+/// Waits for a reboot or shutdown request from the API, or SIGTERM/SIGINT (shutdown).
+async fn wait_for_end(requests: &mut mpsc::UnboundedReceiver<Lifecycle>) -> Lifecycle {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers only API requests can end the boot.
+        return requests.recv().await.unwrap_or(Lifecycle::Shutdown);
+    };
+    tokio::select! {
+        request = requests.recv() => request.unwrap_or(Lifecycle::Shutdown),
+        _ = term.recv() => Lifecycle::Shutdown,
+        _ = int.recv() => Lifecycle::Shutdown,
+    }
+}

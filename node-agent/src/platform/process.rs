@@ -1,0 +1,86 @@
+//! The `process` platform: the agent as an ordinary process, for development, tests
+//! and many simulated nodes on one machine.
+//!
+//! It runs the same code paths as `metal` except the PID-1-only steps: it mounts
+//! nothing, does not touch the host's kernel parameters, writes the config's files
+//! below `<state-dir>/rootfs`, and "reboots" by re-executing itself (a new boot id,
+//! services started again, the configuration read back from the state directory).
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use super::{Platform, PlatformError};
+
+/// The agent running as a normal process on a host.
+#[derive(Debug)]
+pub struct ProcessPlatform {
+    state_dir: PathBuf,
+    started: SystemTime,
+}
+
+impl ProcessPlatform {
+    /// A process platform keeping its state in `state_dir`.
+    pub fn new(state_dir: PathBuf) -> Self {
+        Self {
+            state_dir,
+            started: SystemTime::now(),
+        }
+    }
+}
+
+impl Platform for ProcessPlatform {
+    fn name(&self) -> &'static str {
+        "process"
+    }
+
+    fn boot_time(&self) -> SystemTime {
+        self.started
+    }
+
+    fn prepare(&self) -> Result<(), PlatformError> {
+        // Orphaned grandchildren of services are re-parented to us, so the reaper
+        // collects them and no zombie outlives its service.
+        crate::supervisor::become_subreaper().map_err(|e| PlatformError::Io {
+            what: "becoming the child subreaper".into(),
+            source: e.into(),
+        })
+    }
+
+    fn root(&self) -> PathBuf {
+        self.state_dir.join("rootfs")
+    }
+
+    fn cgroup_root(&self) -> Option<PathBuf> {
+        None
+    }
+
+    fn apply_sysctls(&self, sysctls: &BTreeMap<String, String>) -> Vec<String> {
+        sysctls
+            .keys()
+            .map(|key| format!("sysctl {key} is not applied on the process platform"))
+            .collect()
+    }
+
+    fn reboot(&self) -> Result<Infallible, PlatformError> {
+        let exe = std::env::current_exe().map_err(|source| PlatformError::Io {
+            what: "finding the agent's executable".into(),
+            source,
+        })?;
+        let args: Vec<_> = std::env::args_os().skip(1).collect();
+        tracing::info!(exe = %exe.display(), "rebooting: re-executing the agent");
+        // exec only returns on failure.
+        let source = std::process::Command::new(&exe).args(args).exec();
+        Err(PlatformError::Io {
+            what: format!("re-executing {}", exe.display()),
+            source,
+        })
+    }
+
+    fn shutdown(&self) -> Result<Infallible, PlatformError> {
+        tracing::info!("shutting down");
+        std::process::exit(0)
+    }
+}

@@ -1,0 +1,572 @@
+//! The MachineService handlers: thin translations between the API messages and the
+//! agent. Authorisation has already happened in the auth layer; the only role-aware
+//! step here is redacting secrets for callers below os:admin, a matter of what to show,
+//! not of who may call.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use api::machine::machine_service_server::MachineService;
+use api::machine::*;
+use futures::stream::BoxStream;
+use futures::{StreamExt, stream};
+use machine_config::ConfigBundle;
+use pki::Role;
+use tonic::{Request, Response, Status};
+
+use super::auth::Caller;
+use crate::agent::{Agent, ApplyError, ApplyMode as Mode, ApplyOutcome, Lifecycle};
+use crate::supervisor::Health;
+use crate::system::{kmsg, meminfo, mounts, processes};
+
+/// Lifetime of a client certificate when the request names none.
+const DEFAULT_CLIENT_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Default timeout of a `try` apply.
+const DEFAULT_TRY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Lines sent per stream message when replaying a log.
+const LINES_PER_MESSAGE: usize = 256;
+
+/// The MachineService of one node.
+pub struct MachineApi {
+    agent: Arc<Agent>,
+    /// Control-plane nodes hold the CA and can mint client certificates.
+    authority: Option<Arc<pki::CertificateAuthority>>,
+}
+
+impl MachineApi {
+    /// The API of `agent`; `authority` is the cluster CA on control-plane nodes.
+    pub fn new(agent: Arc<Agent>, authority: Option<Arc<pki::CertificateAuthority>>) -> Self {
+        Self { agent, authority }
+    }
+
+    async fn metadata(&self) -> Option<NodeMetadata> {
+        Some(NodeMetadata {
+            hostname: self.agent.hostname().await,
+            error: String::new(),
+        })
+    }
+}
+
+fn unix_seconds(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
+    request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| Status::internal("request reached a handler without an authorised caller"))
+}
+
+fn apply_mode(mode: i32, try_timeout_seconds: u32) -> Result<Mode, Status> {
+    match ApplyMode::try_from(mode) {
+        Ok(ApplyMode::Auto) => Ok(Mode::Auto),
+        Ok(ApplyMode::NoReboot) => Ok(Mode::NoReboot),
+        Ok(ApplyMode::Reboot) => Ok(Mode::Reboot),
+        Ok(ApplyMode::Staged) => Ok(Mode::Staged),
+        Ok(ApplyMode::Try) => Ok(Mode::Try(match try_timeout_seconds {
+            0 => DEFAULT_TRY_TIMEOUT,
+            seconds => Duration::from_secs(seconds.into()),
+        })),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "unknown apply mode {mode}"
+        ))),
+    }
+}
+
+fn mode_to_proto(mode: Mode) -> ApplyMode {
+    match mode {
+        Mode::Auto => ApplyMode::Auto,
+        Mode::NoReboot => ApplyMode::NoReboot,
+        Mode::Reboot => ApplyMode::Reboot,
+        Mode::Staged => ApplyMode::Staged,
+        Mode::Try(_) => ApplyMode::Try,
+    }
+}
+
+fn apply_status(error: ApplyError) -> Status {
+    match error {
+        ApplyError::Invalid(e) => Status::invalid_argument(format!("configuration rejected: {e}")),
+        ApplyError::NeedsReboot(_) => Status::failed_precondition(error.to_string()),
+        ApplyError::Store(e) => Status::internal(format!("storing the configuration: {e}")),
+    }
+}
+
+fn io_status(what: &str) -> impl FnOnce(std::io::Error) -> Status + '_ {
+    move |e| Status::unavailable(format!("{what}: {e}"))
+}
+
+impl MachineApi {
+    async fn apply_reply(&self, outcome: ApplyOutcome) -> Response<ApplyConfigurationResponse> {
+        Response::new(ApplyConfigurationResponse {
+            messages: vec![ApplyConfiguration {
+                metadata: self.metadata().await,
+                mode: mode_to_proto(outcome.mode).into(),
+                mode_details: outcome.details,
+                diff: outcome.diff,
+                config_hash: outcome.config_hash.unwrap_or_default(),
+            }],
+        })
+    }
+
+    fn supervisor_status(error: crate::supervisor::Error) -> Status {
+        match error {
+            crate::supervisor::Error::UnknownService(_) => Status::not_found(error.to_string()),
+            other => Status::internal(other.to_string()),
+        }
+    }
+
+    async fn service_action(
+        &self,
+        request: Request<ServiceActionRequest>,
+        verb: &'static str,
+    ) -> Result<Response<ServiceActionResponse>, Status> {
+        let name = request.into_inner().name;
+        let supervisor = &self.agent.supervisor;
+        match verb {
+            "start" => supervisor.start(&name).await,
+            "stop" => supervisor.stop(&name).await,
+            _ => supervisor.restart(&name).await,
+        }
+        .map_err(Self::supervisor_status)?;
+        Ok(Response::new(ServiceActionResponse {
+            messages: vec![ServiceAction {
+                metadata: self.metadata().await,
+                response: format!("service {name:?}: {verb} requested"),
+            }],
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl MachineService for MachineApi {
+    async fn version(
+        &self,
+        _: Request<VersionRequest>,
+    ) -> Result<Response<VersionResponse>, Status> {
+        let agent = &self.agent;
+        let kernel = nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let config = agent.config().await;
+        Ok(Response::new(VersionResponse {
+            messages: vec![VersionInfo {
+                metadata: self.metadata().await,
+                agent_version: env!("CARGO_PKG_VERSION").into(),
+                git_revision: crate::GIT_REVISION.into(),
+                kernel,
+                platform: agent.platform.name().into(),
+                boot_id: agent.boot.id.clone(),
+                uptime_seconds: SystemTime::now()
+                    .duration_since(agent.boot.time)
+                    .unwrap_or_default()
+                    .as_secs_f64(),
+                boot_time: unix_seconds(agent.boot.time),
+                machine_type: format!("{:?}", config.config.machine.machine_type).to_lowercase(),
+            }],
+        }))
+    }
+
+    async fn hostname(
+        &self,
+        _: Request<HostnameRequest>,
+    ) -> Result<Response<HostnameResponse>, Status> {
+        Ok(Response::new(HostnameResponse {
+            messages: vec![HostnameInfo {
+                metadata: self.metadata().await,
+                hostname: self.agent.hostname().await,
+            }],
+        }))
+    }
+
+    async fn reboot(&self, _: Request<RebootRequest>) -> Result<Response<RebootResponse>, Status> {
+        self.agent.request(Lifecycle::Reboot);
+        Ok(Response::new(RebootResponse {
+            messages: vec![RebootInfo {
+                metadata: self.metadata().await,
+                boot_id: self.agent.boot.id.clone(),
+            }],
+        }))
+    }
+
+    async fn shutdown(
+        &self,
+        _: Request<ShutdownRequest>,
+    ) -> Result<Response<ShutdownResponse>, Status> {
+        self.agent.request(Lifecycle::Shutdown);
+        Ok(Response::new(ShutdownResponse {
+            messages: vec![ShutdownInfo {
+                metadata: self.metadata().await,
+            }],
+        }))
+    }
+
+    async fn service_list(
+        &self,
+        _: Request<ServiceListRequest>,
+    ) -> Result<Response<ServiceListResponse>, Status> {
+        let services = self
+            .agent
+            .supervisor
+            .list()
+            .into_iter()
+            .map(|s| ServiceInfo {
+                name: s.name,
+                state: s.state.to_string(),
+                pid: s.pid.unwrap_or_default(),
+                health_message: match &s.health {
+                    Health::Unhealthy(why) => why.clone(),
+                    Health::Unknown | Health::Healthy => String::new(),
+                },
+                health: match s.health {
+                    Health::Unknown => "unknown",
+                    Health::Healthy => "healthy",
+                    Health::Unhealthy(_) => "unhealthy",
+                }
+                .into(),
+                restarts: s.restarts,
+                last_exit: s.last_exit.unwrap_or_default(),
+                started_at: s.started_at.map_or(0, unix_seconds),
+                message: s.message,
+            })
+            .collect();
+        Ok(Response::new(ServiceListResponse {
+            messages: vec![ServiceList {
+                metadata: self.metadata().await,
+                services,
+            }],
+        }))
+    }
+
+    async fn service_start(
+        &self,
+        request: Request<ServiceActionRequest>,
+    ) -> Result<Response<ServiceActionResponse>, Status> {
+        self.service_action(request, "start").await
+    }
+
+    async fn service_stop(
+        &self,
+        request: Request<ServiceActionRequest>,
+    ) -> Result<Response<ServiceActionResponse>, Status> {
+        self.service_action(request, "stop").await
+    }
+
+    async fn service_restart(
+        &self,
+        request: Request<ServiceActionRequest>,
+    ) -> Result<Response<ServiceActionResponse>, Status> {
+        self.service_action(request, "restart").await
+    }
+
+    type LogsStream = BoxStream<'static, Result<Data, Status>>;
+
+    async fn logs(
+        &self,
+        request: Request<LogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
+        let request = request.into_inner();
+        let supervisor = &self.agent.supervisor;
+        // Subscribe before reading the tail, so no line falls between the two.
+        let follow = if request.follow {
+            Some(
+                supervisor
+                    .follow(&request.service)
+                    .map_err(Self::supervisor_status)?,
+            )
+        } else {
+            None
+        };
+        let tail = usize::try_from(request.tail_lines).unwrap_or(usize::MAX);
+        let lines = supervisor
+            .tail(&request.service, tail)
+            .await
+            .map_err(Self::supervisor_status)?;
+        let metadata = self.metadata().await;
+        let chunks: Vec<Result<Data, Status>> = lines
+            .chunks(LINES_PER_MESSAGE)
+            .map(|chunk| Ok(data(&metadata, chunk.iter().map(String::as_str))))
+            .collect();
+        let replay = stream::iter(chunks);
+        let Some(receiver) = follow else {
+            return Ok(Response::new(replay.boxed()));
+        };
+        let live = tokio_stream::wrappers::BroadcastStream::new(receiver).filter_map(move |line| {
+            let metadata = metadata.clone();
+            async move {
+                match line {
+                    Ok(line) => Some(Ok(data(&metadata, std::iter::once(line.as_str())))),
+                    // A slow follower that fell behind skips what it missed.
+                    Err(_) => None,
+                }
+            }
+        });
+        Ok(Response::new(replay.chain(live).boxed()))
+    }
+
+    type DmesgStream = BoxStream<'static, Result<Data, Status>>;
+
+    async fn dmesg(
+        &self,
+        request: Request<DmesgRequest>,
+    ) -> Result<Response<Self::DmesgStream>, Status> {
+        let request = request.into_inner();
+        let mut reader = kmsg::Reader::open().map_err(io_status("opening /dev/kmsg"))?;
+        let records = reader
+            .read_available()
+            .map_err(io_status("reading /dev/kmsg"))?;
+        let tail = usize::try_from(request.tail_lines).unwrap_or(usize::MAX);
+        let lines: Vec<String> = records[records.len().saturating_sub(tail)..]
+            .iter()
+            .map(kmsg::Record::line)
+            .collect();
+        let metadata = self.metadata().await;
+        let replay: Vec<Result<Data, Status>> = lines
+            .chunks(LINES_PER_MESSAGE)
+            .map(|chunk| Ok(data(&metadata, chunk.iter().map(String::as_str))))
+            .collect();
+        if !request.follow {
+            return Ok(Response::new(stream::iter(replay).boxed()));
+        }
+        // /dev/kmsg blocks until the next record: read it on a blocking thread and
+        // stop when the client goes away (the channel closes).
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::task::spawn_blocking(move || {
+            loop {
+                match reader.next_record() {
+                    Ok(Some(record)) => {
+                        if tx
+                            .blocking_send(Ok(data(
+                                &metadata,
+                                std::iter::once(record.line().as_str()),
+                            )))
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(Status::unavailable(format!(
+                            "reading /dev/kmsg: {e}"
+                        ))));
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(
+            stream::iter(replay)
+                .chain(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .boxed(),
+        ))
+    }
+
+    async fn stats(&self, _: Request<StatsRequest>) -> Result<Response<StatsResponse>, Status> {
+        let supervisor = &self.agent.supervisor;
+        let stats = supervisor
+            .list()
+            .into_iter()
+            .filter_map(|service| {
+                let figures = supervisor.stats(&service.name).ok()?;
+                Some(ServiceStat {
+                    cpu_time_nanos: figures.cpu_time.as_nanos() as u64,
+                    memory_bytes: figures.memory_bytes,
+                    source: if service.cgroup.is_some() {
+                        "cgroup"
+                    } else {
+                        "procfs"
+                    }
+                    .into(),
+                    name: service.name,
+                })
+            })
+            .collect();
+        Ok(Response::new(StatsResponse {
+            messages: vec![Stats {
+                metadata: self.metadata().await,
+                stats,
+            }],
+        }))
+    }
+
+    async fn memory(&self, _: Request<MemoryRequest>) -> Result<Response<MemoryResponse>, Status> {
+        let fields = meminfo::read().map_err(io_status("reading /proc/meminfo"))?;
+        let field = |name: &str| fields.get(name).copied().unwrap_or_default();
+        Ok(Response::new(MemoryResponse {
+            messages: vec![MemInfo {
+                metadata: self.metadata().await,
+                total_bytes: field("MemTotal"),
+                free_bytes: field("MemFree"),
+                available_bytes: field("MemAvailable"),
+                buffers_bytes: field("Buffers"),
+                cached_bytes: field("Cached"),
+                swap_total_bytes: field("SwapTotal"),
+                swap_free_bytes: field("SwapFree"),
+                fields: fields.into_iter().collect(),
+            }],
+        }))
+    }
+
+    async fn processes(
+        &self,
+        _: Request<ProcessesRequest>,
+    ) -> Result<Response<ProcessesResponse>, Status> {
+        let processes = processes::list()
+            .map_err(io_status("reading /proc"))?
+            .into_iter()
+            .map(|p| ProcessInfo {
+                pid: p.pid,
+                ppid: p.ppid,
+                state: p.state,
+                threads: p.threads,
+                cpu_time_seconds: p.cpu_time.as_secs_f64(),
+                resident_memory_bytes: p.resident_bytes,
+                virtual_memory_bytes: p.virtual_bytes,
+                command: p.command,
+                args: p.args,
+            })
+            .collect();
+        Ok(Response::new(ProcessesResponse {
+            messages: vec![ProcessList {
+                metadata: self.metadata().await,
+                processes,
+            }],
+        }))
+    }
+
+    async fn mounts(&self, _: Request<MountsRequest>) -> Result<Response<MountsResponse>, Status> {
+        let mounts = mounts::list()
+            .map_err(io_status("reading /proc/self/mountinfo"))?
+            .into_iter()
+            .map(|m| MountInfo {
+                source: m.source,
+                fstype: m.fstype,
+                mount_point: m.mount_point,
+                options: m.options,
+                size_bytes: m.size_bytes,
+                available_bytes: m.available_bytes,
+            })
+            .collect();
+        Ok(Response::new(MountsResponse {
+            messages: vec![MountList {
+                metadata: self.metadata().await,
+                mounts,
+            }],
+        }))
+    }
+
+    async fn apply_configuration(
+        &self,
+        request: Request<ApplyConfigurationRequest>,
+    ) -> Result<Response<ApplyConfigurationResponse>, Status> {
+        let request = request.into_inner();
+        let mode = apply_mode(request.mode, request.try_timeout_seconds)?;
+        let text = String::from_utf8(request.data)
+            .map_err(|_| Status::invalid_argument("configuration rejected: not UTF-8 text"))?;
+        let bundle = ConfigBundle::parse(&text).map_err(|e| apply_status(e.into()))?;
+        let outcome = self
+            .agent
+            .apply(bundle, mode, request.dry_run)
+            .await
+            .map_err(apply_status)?;
+        Ok(self.apply_reply(outcome).await)
+    }
+
+    async fn patch_configuration(
+        &self,
+        request: Request<PatchConfigurationRequest>,
+    ) -> Result<Response<ApplyConfigurationResponse>, Status> {
+        let request = request.into_inner();
+        let mode = apply_mode(request.mode, request.try_timeout_seconds)?;
+        let patches = request
+            .patches
+            .iter()
+            .map(|text| machine_config::Patch::parse(text))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| apply_status(e.into()))?;
+        let outcome = self
+            .agent
+            .patch(&patches, mode, request.dry_run)
+            .await
+            .map_err(apply_status)?;
+        Ok(self.apply_reply(outcome).await)
+    }
+
+    async fn get_configuration(
+        &self,
+        request: Request<GetConfigurationRequest>,
+    ) -> Result<Response<GetConfigurationResponse>, Status> {
+        let caller = caller(&request)?;
+        let config = self.agent.config().await;
+        let config_hash = crate::agent::config_hash(&config);
+        let redacted = !caller.role.satisfies(Role::Admin);
+        let shown = if redacted { config.redacted() } else { config };
+        Ok(Response::new(GetConfigurationResponse {
+            messages: vec![Configuration {
+                metadata: self.metadata().await,
+                data: shown.to_yaml().into_bytes(),
+                redacted,
+                config_hash,
+            }],
+        }))
+    }
+
+    async fn generate_client_configuration(
+        &self,
+        request: Request<GenerateClientConfigurationRequest>,
+    ) -> Result<Response<GenerateClientConfigurationResponse>, Status> {
+        let request = request.into_inner();
+        let authority = self.authority.as_ref().ok_or_else(|| {
+            Status::failed_precondition(
+                "this node is a worker: client certificates are minted by control-plane nodes",
+            )
+        })?;
+        let role: Role = request
+            .role
+            .parse()
+            .map_err(|e| Status::invalid_argument(format!("{e}")))?;
+        if role == Role::Impersonator {
+            return Err(Status::invalid_argument(
+                "os:impersonator is reserved for control-plane nodes",
+            ));
+        }
+        let ttl = match request.ttl_seconds {
+            0 => DEFAULT_CLIENT_TTL,
+            seconds => Duration::from_secs(seconds),
+        };
+        let name = if request.name.is_empty() {
+            role.as_str().to_owned()
+        } else {
+            request.name
+        };
+        let issued = authority
+            .issue_client(&name, role, ttl)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        tracing::info!(%name, %role, ttl = %humantime::format_duration(ttl), "client certificate minted");
+        Ok(Response::new(GenerateClientConfigurationResponse {
+            messages: vec![ClientConfiguration {
+                metadata: self.metadata().await,
+                ca: authority.cert_pem().as_bytes().to_vec(),
+                crt: issued.cert_pem.into_bytes(),
+                key: issued.key_pem.into_bytes(),
+            }],
+        }))
+    }
+}
+
+fn data<'a>(metadata: &Option<NodeMetadata>, lines: impl Iterator<Item = &'a str>) -> Data {
+    let mut bytes = Vec::new();
+    for line in lines {
+        bytes.extend_from_slice(line.as_bytes());
+        bytes.push(b'\n');
+    }
+    Data {
+        metadata: metadata.clone(),
+        bytes,
+    }
+}

@@ -1,0 +1,322 @@
+//! Service output: line splitting, size-bounded rotating log files, tail and follow.
+//!
+//! Every line a service prints (stdout and stderr alike) is appended, undecorated, to
+//! `<log_dir>/<name>.log` and published on a broadcast channel. Before a line would push
+//! the file past the size limit, the files are rotated: `<name>.log.(k-1)` becomes
+//! `<name>.log.k`, ..., `<name>.log` becomes `<name>.log.1`, and the oldest falls off. So
+//! each file holds at most `limit` bytes (or a single line, if one line is longer), and a
+//! service never uses more than `limit * (kept + 1)` bytes (plus one line) of disk.
+//! Lines longer than [`MAX_LINE`] bytes are split.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::unix::pipe;
+use tokio::sync::broadcast;
+use tracing::warn;
+
+use super::lock;
+
+/// The longest line stored as one line; longer output is cut into pieces of this size.
+pub(super) const MAX_LINE: usize = 16 * 1024;
+
+/// Lines a slow follower may lag behind before it misses some.
+const FOLLOW_BUFFER: usize = 1024;
+
+/// The log of one service: its files and its live line feed.
+#[derive(Debug)]
+pub(super) struct LogSink {
+    name: String,
+    file: Mutex<RotatingFile>,
+    lines: broadcast::Sender<String>,
+}
+
+impl LogSink {
+    /// The log of service `name` in `dir`, rotated at `limit` bytes keeping `kept` old files.
+    /// Nothing is opened until the first line arrives.
+    pub(super) fn new(dir: &Path, name: &str, limit: u64, kept: usize) -> Self {
+        LogSink {
+            name: name.to_owned(),
+            file: Mutex::new(RotatingFile {
+                path: dir.join(format!("{name}.log")),
+                writer: None,
+                size: 0,
+                limit,
+                kept,
+                failing: false,
+            }),
+            lines: broadcast::channel(FOLLOW_BUFFER).0,
+        }
+    }
+
+    /// The current log file.
+    pub(super) fn path(&self) -> PathBuf {
+        lock(&self.file).path.clone()
+    }
+
+    /// A receiver of every line written from now on.
+    pub(super) fn follow(&self) -> broadcast::Receiver<String> {
+        self.lines.subscribe()
+    }
+
+    /// The last `n` lines across the current and rotated files, oldest first.
+    /// Blocking: call it from `spawn_blocking`.
+    pub(super) fn tail(&self, n: usize) -> io::Result<Vec<String>> {
+        // Holding the lock keeps rotation from renaming files under our feet.
+        let mut file = lock(&self.file);
+        file.flush(&self.name);
+        let mut out = VecDeque::new();
+        for index in 0..=file.kept {
+            if out.len() >= n {
+                break;
+            }
+            let data = match fs::read(file.numbered(index)) {
+                Ok(data) => data,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            let data = data.strip_suffix(b"\n").unwrap_or(&data);
+            if data.is_empty() {
+                continue;
+            }
+            for line in data.split(|&b| b == b'\n').rev() {
+                if out.len() >= n {
+                    break;
+                }
+                out.push_front(String::from_utf8_lossy(line).into_owned());
+            }
+        }
+        Ok(out.into())
+    }
+
+    /// Copies a pipe of the service (stdout or stderr) into the log until end of file.
+    pub(super) async fn pump(&self, fd: OwnedFd) {
+        let pipe = match pipe::Receiver::from_owned_fd(fd) {
+            Ok(pipe) => pipe,
+            Err(e) => {
+                warn!(service = %self.name, error = %e, "cannot read service output");
+                return;
+            }
+        };
+        let mut reader = BufReader::with_capacity(64 * 1024, pipe);
+        let mut partial = Vec::new();
+        loop {
+            let chunk = match reader.fill_buf().await {
+                Ok([]) => break,
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    warn!(service = %self.name, error = %e, "reading service output failed");
+                    break;
+                }
+            };
+            let consumed = chunk.len();
+            self.write_chunk(&mut partial, chunk);
+            reader.consume(consumed);
+        }
+        if !partial.is_empty() {
+            let mut file = lock(&self.file);
+            self.emit(&mut file, &partial);
+            file.flush(&self.name);
+        }
+    }
+
+    /// Writes the complete lines of `chunk` (prefixed by the `partial` line left from the
+    /// previous chunk) and keeps the unterminated rest in `partial`.
+    fn write_chunk(&self, partial: &mut Vec<u8>, chunk: &[u8]) {
+        let mut file = lock(&self.file);
+        for piece in chunk.split_inclusive(|&b| b == b'\n') {
+            match piece.strip_suffix(b"\n") {
+                Some(end) => {
+                    partial.extend_from_slice(end);
+                    self.emit(&mut file, partial);
+                    partial.clear();
+                }
+                None => partial.extend_from_slice(piece),
+            }
+            while partial.len() >= MAX_LINE {
+                self.emit(&mut file, &partial[..MAX_LINE]);
+                partial.drain(..MAX_LINE);
+            }
+        }
+        file.flush(&self.name);
+    }
+
+    fn emit(&self, file: &mut RotatingFile, line: &[u8]) {
+        file.write_line(&self.name, line);
+        if self.lines.receiver_count() > 0 {
+            // An error only means the last follower just went away.
+            let _ = self.lines.send(String::from_utf8_lossy(line).into_owned());
+        }
+    }
+}
+
+/// `<name>.log` and its rotated predecessors.
+#[derive(Debug)]
+struct RotatingFile {
+    path: PathBuf,
+    writer: Option<BufWriter<File>>,
+    /// Bytes in the current file.
+    size: u64,
+    limit: u64,
+    kept: usize,
+    /// Whether the last write failed (to warn once per failure streak, not per line).
+    failing: bool,
+}
+
+impl RotatingFile {
+    /// `<name>.log` for 0, `<name>.log.<index>` otherwise.
+    fn numbered(&self, index: usize) -> PathBuf {
+        if index == 0 {
+            return self.path.clone();
+        }
+        let mut name = OsString::from(self.path.as_os_str());
+        name.push(format!(".{index}"));
+        PathBuf::from(name)
+    }
+
+    fn write_line(&mut self, service: &str, line: &[u8]) {
+        let result = self.try_write_line(line);
+        self.note(service, result);
+    }
+
+    fn flush(&mut self, service: &str) {
+        let result = self.writer.as_mut().map_or(Ok(()), Write::flush);
+        self.note(service, result);
+    }
+
+    fn note(&mut self, service: &str, result: io::Result<()>) {
+        match result {
+            Ok(()) => self.failing = false,
+            Err(e) => {
+                if !self.failing {
+                    warn!(service, path = %self.path.display(), error = %e, "cannot write service log; dropping lines");
+                }
+                self.failing = true;
+                // Reopen on the next line.
+                self.writer = None;
+            }
+        }
+    }
+
+    fn try_write_line(&mut self, line: &[u8]) -> io::Result<()> {
+        let len = line.len() as u64 + 1;
+        let mut writer = match self.writer.take() {
+            Some(writer) => writer,
+            None => self.open(false)?,
+        };
+        if self.size > 0 && self.size + len > self.limit {
+            writer.flush()?;
+            drop(writer);
+            self.rotate()?;
+            writer = self.open(true)?;
+        }
+        let writer = self.writer.insert(writer);
+        writer.write_all(line)?;
+        writer.write_all(b"\n")?;
+        self.size += len;
+        Ok(())
+    }
+
+    /// Opens the current file for appending (or truncated), recording its size.
+    fn open(&mut self, truncate: bool) -> io::Result<BufWriter<File>> {
+        if let Some(dir) = self.path.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(!truncate)
+            .write(true)
+            .truncate(truncate)
+            .open(&self.path)?;
+        self.size = file.metadata()?.len();
+        Ok(BufWriter::with_capacity(64 * 1024, file))
+    }
+
+    /// Shifts `.log` -> `.log.1` -> ... -> `.log.<kept>`, dropping the oldest.
+    fn rotate(&mut self) -> io::Result<()> {
+        for index in (0..self.kept).rev() {
+            match fs::rename(self.numbered(index), self.numbered(index + 1)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sink(dir: &Path, limit: u64, kept: usize) -> LogSink {
+        LogSink::new(dir, "svc", limit, kept)
+    }
+
+    #[test]
+    fn splits_lines_across_chunks_and_caps_long_lines() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = sink(dir.path(), 1 << 20, 1);
+        let mut partial = Vec::new();
+        log.write_chunk(&mut partial, b"one\ntw");
+        log.write_chunk(&mut partial, b"o\nthree");
+        assert_eq!(partial, b"three");
+        log.write_chunk(&mut partial, b"\n");
+        let long = vec![b'x'; MAX_LINE + 10];
+        log.write_chunk(&mut partial, &long);
+        log.write_chunk(&mut partial, b"\n");
+        let lines = log.tail(10).expect("tail");
+        assert_eq!(lines.len(), 5);
+        assert_eq!(lines[..3], ["one", "two", "three"]);
+        assert_eq!(lines[3].len(), MAX_LINE);
+        assert_eq!(lines[4], "x".repeat(10));
+    }
+
+    #[test]
+    fn rotation_bounds_the_files_and_tail_spans_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = sink(dir.path(), 100, 2);
+        let mut partial = Vec::new();
+        for i in 0..1000 {
+            log.write_chunk(&mut partial, format!("line {i:04}\n").as_bytes());
+        }
+        let mut total = 0;
+        for index in 0..=2 {
+            let len = fs::metadata(lock(&log.file).numbered(index))
+                .expect("file")
+                .len();
+            assert!(len <= 100, "file {index} has {len} bytes");
+            total += len;
+        }
+        assert!(total <= 300);
+        assert!(!lock(&log.file).numbered(3).exists());
+        // 10 lines of 10 bytes per file: the last 30 lines survive, in order.
+        let lines = log.tail(1000).expect("tail");
+        let expected: Vec<String> = (970..1000).map(|i| format!("line {i:04}")).collect();
+        assert_eq!(lines, expected);
+        assert_eq!(log.tail(3).expect("tail"), expected[27..]);
+        assert!(log.tail(0).expect("tail").is_empty());
+    }
+
+    #[test]
+    fn keeps_appending_to_an_existing_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(dir.path().join("svc.log"), "old\n").expect("write");
+        let log = sink(dir.path(), 1 << 20, 2);
+        log.write_chunk(&mut Vec::new(), b"new\n");
+        assert_eq!(log.tail(5).expect("tail"), ["old", "new"]);
+    }
+
+    #[test]
+    fn without_kept_files_rotation_truncates() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = sink(dir.path(), 10, 0);
+        log.write_chunk(&mut Vec::new(), b"aaaa\nbbbb\ncccc\n");
+        assert_eq!(log.tail(5).expect("tail"), ["cccc"]);
+    }
+}

@@ -1,0 +1,314 @@
+//! The command line of osctl (clap definitions only; the work is in `commands`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::output::Format;
+
+/// osctl: manage nodes through their machine API (mutual TLS; no shell, no SSH).
+#[derive(Debug, Parser)]
+#[command(name = "osctl", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Client configuration file [default: ~/.osctl/config].
+    #[arg(long, global = true, env = "OSCTL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Context to use instead of the file's current one.
+    #[arg(long, global = true)]
+    pub context: Option<String>,
+    /// Endpoints to connect to (overrides the context), comma-separated; given before
+    /// the command (`osctl -e 10.0.0.2 version`).
+    #[arg(short = 'e', long, value_delimiter = ',')]
+    pub endpoints: Vec<String>,
+    /// Nodes the command is for (overrides the context), comma-separated, given before
+    /// the command; the endpoint forwards to each and merges the replies.
+    #[arg(short = 'n', long, value_delimiter = ',')]
+    pub nodes: Vec<String>,
+    /// Output format of data commands.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t)]
+    pub output: Format,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate configurations.
+    Gen {
+        /// What to generate.
+        #[command(subcommand)]
+        what: GenCommand,
+    },
+    /// Manage the client configuration (contexts, endpoints, nodes, credentials).
+    Config {
+        /// What to do with it.
+        #[command(subcommand)]
+        what: ConfigCommand,
+    },
+    /// Show the agent version, kernel, platform and boot of each node.
+    Version,
+    /// Reboot the nodes.
+    Reboot {
+        /// Wait until each node is back with a new boot id.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits.
+        #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+    /// Stop all services and power the nodes off.
+    Shutdown,
+    /// List the services and their state.
+    Services,
+    /// Start, stop or restart a service.
+    Service {
+        /// The service.
+        name: String,
+        /// The action.
+        #[arg(value_enum)]
+        action: ServiceAction,
+    },
+    /// Show a service's log.
+    Logs {
+        /// The service.
+        service: String,
+        /// Keep streaming new lines.
+        #[arg(short, long)]
+        follow: bool,
+        /// Show the last N lines (all that is kept when negative).
+        #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+        tail: i32,
+    },
+    /// Show the kernel log.
+    Dmesg {
+        /// Keep streaming new messages.
+        #[arg(short, long)]
+        follow: bool,
+        /// Show the last N messages (all the kernel holds when negative).
+        #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+        tail: i32,
+    },
+    /// CPU time and memory of each service.
+    Stats,
+    /// Memory of the nodes.
+    Memory,
+    /// Processes of the nodes.
+    Processes,
+    /// Mounted filesystems of the nodes.
+    Mounts,
+    /// Apply a whole configuration file.
+    ApplyConfig {
+        /// The configuration file (config and secrets documents).
+        #[arg(short, long)]
+        file: PathBuf,
+        /// Apply options.
+        #[command(flatten)]
+        apply: ApplyArgs,
+    },
+    /// Patch the running configuration (JSON merge or RFC 6902 patches).
+    Patch {
+        /// A patch, inline or `@FILE`; repeatable, applied in order.
+        #[arg(short, long = "patch", required = true)]
+        patches: Vec<String>,
+        /// Apply options.
+        #[command(flatten)]
+        apply: ApplyArgs,
+    },
+    /// Read a resource from the nodes.
+    Get {
+        /// The resource.
+        #[arg(value_enum)]
+        resource: Resource,
+    },
+    /// Create, show and destroy local clusters.
+    Cluster {
+        /// What to do.
+        #[command(subcommand)]
+        what: ClusterCommand,
+    },
+    /// Print a shell completion script.
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `osctl gen ...`.
+#[derive(Debug, Subcommand)]
+pub enum GenCommand {
+    /// Write secrets.yaml, controlplane.yaml, worker.yaml and osctlconfig (mode 0600).
+    Config {
+        /// Cluster name.
+        name: String,
+        /// The control plane's machine API: `https://HOST:PORT`, `HOST:PORT` or `HOST`.
+        endpoint: String,
+        /// Output directory.
+        #[arg(long, default_value = ".")]
+        output_dir: PathBuf,
+        /// Patch both configurations (inline or `@FILE`); repeatable.
+        #[arg(long = "config-patch")]
+        config_patches: Vec<String>,
+        /// Patch the control-plane configuration only.
+        #[arg(long = "config-patch-control-plane")]
+        control_plane_patches: Vec<String>,
+        /// Patch the worker configuration only.
+        #[arg(long = "config-patch-worker")]
+        worker_patches: Vec<String>,
+        /// Reuse a secrets file instead of generating new secrets.
+        #[arg(long)]
+        with_secrets: Option<PathBuf>,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// `osctl config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// List the contexts.
+    Contexts,
+    /// Select the current context.
+    Context {
+        /// The context.
+        name: String,
+    },
+    /// Set the current context's endpoints.
+    Endpoint {
+        /// Endpoints.
+        #[arg(required = true)]
+        endpoints: Vec<String>,
+    },
+    /// Set the current context's default nodes.
+    Node {
+        /// Nodes (none to clear).
+        nodes: Vec<String>,
+    },
+    /// Merge the contexts of another client configuration file.
+    Merge {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Ask a control-plane node for a new client certificate and write a client
+    /// configuration with it (the current context's endpoints and nodes).
+    New {
+        /// The role of the new certificate.
+        #[arg(long = "roles", value_parser = ["os:admin", "os:operator", "os:reader"])]
+        role: String,
+        /// Lifetime of the certificate.
+        #[arg(long = "crt-ttl", default_value = "8760h", value_parser = humantime::parse_duration)]
+        crt_ttl: Duration,
+        /// Where to write it.
+        file: PathBuf,
+    },
+}
+
+/// Service actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ServiceAction {
+    /// Start a stopped service.
+    Start,
+    /// Stop it (it stays stopped).
+    Stop,
+    /// Stop and start it.
+    Restart,
+}
+
+/// Resources of `osctl get`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Resource {
+    /// The running configuration (secrets redacted below os:admin).
+    Config,
+}
+
+/// How a configuration change is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum Mode {
+    /// Live when possible, else reboot.
+    #[default]
+    Auto,
+    /// Live only; refused when a change needs a reboot.
+    NoReboot,
+    /// Write and reboot.
+    Reboot,
+    /// Write for the next boot.
+    Staged,
+    /// Live, reverted after --try-timeout unless confirmed by another apply.
+    Try,
+}
+
+/// Options shared by apply-config and patch.
+#[derive(Debug, Clone, Args)]
+pub struct ApplyArgs {
+    /// How to apply.
+    #[arg(long, value_enum, default_value_t)]
+    pub mode: Mode,
+    /// Show the diff and what would happen; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// How long a `--mode try` configuration lasts unless confirmed.
+    #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+    pub try_timeout: Duration,
+}
+
+/// `osctl cluster ...`.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Create a local cluster and add a context for it.
+    Create(ClusterCreate),
+    /// Show a local cluster's nodes.
+    Show {
+        /// Cluster name.
+        #[arg(long, default_value = "osctl-default")]
+        name: String,
+    },
+    /// Stop a local cluster's nodes and remove its state and context.
+    Destroy {
+        /// Cluster name.
+        #[arg(long, default_value = "osctl-default")]
+        name: String,
+    },
+}
+
+/// Options of `osctl cluster create`.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterCreate {
+    /// Cluster name.
+    #[arg(long, default_value = "osctl-default")]
+    pub name: String,
+    /// How nodes are made.
+    #[arg(long, value_enum, default_value_t)]
+    pub provisioner: Provisioner,
+    /// Number of nodes in all.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// How many of them are control-plane nodes.
+    #[arg(long, default_value_t = 1)]
+    pub controlplanes: usize,
+    /// Loopback network of the nodes; the first node gets its second address.
+    #[arg(long, default_value = "127.0.0.0/24")]
+    pub cidr: ipnet::Ipv4Net,
+    /// Machine API port of every node.
+    #[arg(long, default_value_t = api::DEFAULT_API_PORT)]
+    pub port: u16,
+    /// The node-agent binary [default: next to osctl, then PATH].
+    #[arg(long)]
+    pub agent_binary: Option<PathBuf>,
+    /// How long to wait for every node's API.
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    pub wait_timeout: Duration,
+    /// Patch every node's configuration (inline or `@FILE`); repeatable.
+    #[arg(long = "config-patch")]
+    pub config_patches: Vec<String>,
+}
+
+/// Provisioners of local clusters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum Provisioner {
+    /// Node agents as processes on this machine, one loopback address each.
+    #[default]
+    Process,
+}

@@ -1,0 +1,388 @@
+//! `osctl cluster create|show|destroy`: local clusters.
+//!
+//! The process provisioner runs one node-agent process per node, each on its own
+//! loopback address, with its state under `~/.osctl/clusters/NAME/NODE`. It spawns the
+//! agent's binary and then speaks only the machine API to it, like any client. The
+//! cluster's record (`cluster.yaml`: nodes, addresses, pids) is written as soon as
+//! each node is started, so `destroy` can clean up after a failed `create`.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use api::machine::VersionRequest;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use crate::cli::{ClusterCreate, Provisioner};
+use crate::client_config::{ClientConfig, Context, home, write_private};
+use crate::connection::{Connection, Target};
+use crate::output::{self, NodeRow, Row};
+
+use super::Session;
+use super::gen_config::generate;
+
+/// How long destroy waits for a node to stop after SIGTERM before SIGKILL.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The record of a local cluster.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ClusterRecord {
+    name: String,
+    provisioner: String,
+    nodes: Vec<NodeRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct NodeRecord {
+    name: String,
+    address: Ipv4Addr,
+    port: u16,
+    role: String,
+    pid: u32,
+    state_dir: PathBuf,
+}
+
+impl NodeRecord {
+    fn endpoint(&self) -> String {
+        format!("{}:{}", self.address, self.port)
+    }
+
+    fn running(&self) -> bool {
+        process_alive(self.pid)
+    }
+}
+
+fn clusters_dir() -> PathBuf {
+    home().join(".osctl").join("clusters")
+}
+
+fn record_path(dir: &Path) -> PathBuf {
+    dir.join("cluster.yaml")
+}
+
+fn save_record(dir: &Path, record: &ClusterRecord) -> anyhow::Result<()> {
+    write_private(
+        &record_path(dir),
+        serde_yaml_ng::to_string(record)?.as_bytes(),
+    )?;
+    Ok(())
+}
+
+fn load_record(name: &str) -> anyhow::Result<(PathBuf, ClusterRecord)> {
+    let dir = clusters_dir().join(name);
+    let path = record_path(&dir);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("no local cluster {name:?} ({})", path.display()))?;
+    Ok((
+        dir,
+        serde_yaml_ng::from_str(&text).with_context(|| format!("reading {}", path.display()))?,
+    ))
+}
+
+/// A process exists with this pid and is not a zombie.
+fn process_alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name's closing parenthesis.
+    !matches!(
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next()),
+        Some("Z") | None
+    )
+}
+
+/// The node-agent binary: the flag, else next to osctl, else in PATH.
+fn agent_binary(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = flag {
+        return Ok(path.to_path_buf());
+    }
+    let sibling = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join("node-agent")));
+    let in_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join("node-agent"));
+    sibling
+        .into_iter()
+        .chain(in_path)
+        .find(|candidate| candidate.is_file())
+        .context("node-agent binary not found next to osctl or in PATH; pass --agent-binary")
+}
+
+#[derive(Debug, Serialize)]
+struct ClusterNodeRow {
+    address: String,
+    role: String,
+    status: String,
+    version: String,
+    boot_time: String,
+}
+
+impl Row for ClusterNodeRow {
+    fn headers() -> &'static [&'static str] {
+        &["ADDRESS", "ROLE", "STATUS", "VERSION", "BOOT TIME"]
+    }
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.address.clone(),
+            self.role.clone(),
+            self.status.clone(),
+            self.version.clone(),
+            self.boot_time.clone(),
+        ]
+    }
+}
+
+/// Asks one node for its version directly (no fan-out).
+async fn node_version(
+    context: &Context,
+    node: &NodeRecord,
+) -> anyhow::Result<api::machine::VersionInfo> {
+    let target = Target::new(context, &[node.endpoint()], &[])?;
+    let conn = Connection::open(context, &target).await?;
+    let reply = conn
+        .client
+        .clone()
+        .version(VersionRequest {})
+        .await
+        .map_err(|s| anyhow::anyhow!(crate::connection::explain_status(&s)))?;
+    reply
+        .into_inner()
+        .messages
+        .into_iter()
+        .next()
+        .context("empty reply")
+}
+
+async fn node_rows(context: &Context, record: &ClusterRecord) -> Vec<NodeRow<ClusterNodeRow>> {
+    let mut rows = Vec::new();
+    for node in &record.nodes {
+        let status = if node.running() { "running" } else { "stopped" };
+        let (version, boot_time, error) = match node_version(context, node).await {
+            Ok(v) => (
+                v.agent_version,
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + Duration::from_secs(v.boot_time.max(0) as u64),
+                )
+                .to_string(),
+                None,
+            ),
+            Err(e) if node.running() => (String::new(), String::new(), Some(format!("{e:#}"))),
+            Err(_) => ("-".into(), "-".into(), None),
+        };
+        rows.push(NodeRow {
+            node: node.name.clone(),
+            error,
+            data: Some(ClusterNodeRow {
+                address: node.endpoint(),
+                role: node.role.clone(),
+                status: status.into(),
+                version,
+                boot_time,
+            }),
+        });
+    }
+    rows
+}
+
+/// `osctl cluster create`.
+pub async fn create(session: &Session, options: &ClusterCreate) -> anyhow::Result<()> {
+    let Provisioner::Process = options.provisioner;
+    if options.nodes == 0 || options.controlplanes == 0 || options.controlplanes > options.nodes {
+        bail!("--nodes must be at least 1 and --controlplanes between 1 and --nodes");
+    }
+    let dir = clusters_dir().join(&options.name);
+    if record_path(&dir).exists() {
+        bail!(
+            "cluster {:?} already exists: destroy it first with `osctl cluster destroy --name {}`",
+            options.name,
+            options.name
+        );
+    }
+    let addresses: Vec<Ipv4Addr> = options.cidr.hosts().skip(1).take(options.nodes).collect();
+    if addresses.len() < options.nodes {
+        bail!(
+            "{} has room for only {} nodes",
+            options.cidr,
+            addresses.len()
+        );
+    }
+    let binary = agent_binary(options.agent_binary.as_deref())?;
+    let endpoint = format!("{}:{}", addresses[0], options.port);
+    let generated = generate(
+        &options.name,
+        &endpoint,
+        None,
+        &options.config_patches,
+        &options.config_patches,
+    )?;
+
+    let mut record = ClusterRecord {
+        name: options.name.clone(),
+        provisioner: "process".into(),
+        nodes: Vec::new(),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    write_private(
+        &dir.join("secrets.yaml"),
+        serde_yaml_ng::to_string(&generated.secrets)?.as_bytes(),
+    )?;
+    for (i, address) in addresses.iter().enumerate() {
+        let (role, template, ordinal) = if i < options.controlplanes {
+            ("controlplane", &generated.control_plane, i + 1)
+        } else {
+            ("worker", &generated.worker, i + 1 - options.controlplanes)
+        };
+        let name = format!("{}-{role}-{ordinal}", options.name);
+        let node_patch = machine_config::Patch::parse(&format!(
+            "machine: {{hostname: {name}, certSANs: [\"{address}\"]}}"
+        ))?;
+        let bundle = template.apply_patches(&[node_patch])?;
+        let state_dir = dir.join(&name);
+        std::fs::create_dir_all(&state_dir)?;
+        let config_path = state_dir.join("initial-config.yaml");
+        write_private(&config_path, bundle.to_yaml().as_bytes())?;
+        let log = std::fs::File::create(state_dir.join("agent.log"))?;
+        let child = {
+            use std::os::unix::process::CommandExt;
+            std::process::Command::new(&binary)
+                .arg("--platform=process")
+                .arg("--state-dir")
+                .arg(&state_dir)
+                .arg("--config")
+                .arg(&config_path)
+                .arg("--listen")
+                .arg(format!("{address}:{}", options.port))
+                .stdin(std::process::Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                // Its own process group: the node outlives this command and ^C.
+                .process_group(0)
+                .spawn()
+                .with_context(|| format!("starting {}", binary.display()))?
+        };
+        eprintln!(
+            "started {name} on {address}:{} (pid {})",
+            options.port,
+            child.id()
+        );
+        record.nodes.push(NodeRecord {
+            name,
+            address: *address,
+            port: options.port,
+            role: role.into(),
+            pid: child.id(),
+            state_dir,
+        });
+        save_record(&dir, &record)?;
+    }
+
+    let mut admin = generated.admin;
+    admin.nodes = record.nodes.iter().map(NodeRecord::endpoint).collect();
+    let mut client = session.client_config.clone();
+    client.merge(ClientConfig {
+        context: Some(options.name.clone()),
+        contexts: [(options.name.clone(), admin.clone())].into(),
+    });
+    client.save(&session.config_path)?;
+    eprintln!(
+        "context {:?} written to {}",
+        options.name,
+        session.config_path.display()
+    );
+
+    wait_until_ready(&admin, &record, options.wait_timeout).await?;
+    let rows = node_rows(&admin, &record).await;
+    output::print(session.format, &rows)?;
+    Ok(())
+}
+
+async fn wait_until_ready(
+    context: &Context,
+    record: &ClusterRecord,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    for node in &record.nodes {
+        eprint!("waiting for {} ({})", node.name, node.endpoint());
+        loop {
+            if node_version(context, node).await.is_ok() {
+                eprintln!(" ready after {:.1}s", started.elapsed().as_secs_f64());
+                break;
+            }
+            if !node.running() || started.elapsed() > timeout {
+                eprintln!();
+                let log = node.state_dir.join("agent.log");
+                let tail = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = tail.lines().rev().take(5).collect();
+                bail!(
+                    "{} {}; its log {} ends with:\n{}",
+                    node.name,
+                    if node.running() {
+                        "did not answer in time"
+                    } else {
+                        "exited"
+                    },
+                    log.display(),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+            eprint!(".");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
+}
+
+/// `osctl cluster show`.
+pub async fn show(session: &Session, name: &str) -> anyhow::Result<()> {
+    let (_, record) = load_record(name)?;
+    let (_, context) = session.client_config.context(Some(name))?;
+    output::print(session.format, &node_rows(context, &record).await)?;
+    Ok(())
+}
+
+/// `osctl cluster destroy`: SIGTERM (services stop in order), SIGKILL after a grace
+/// period, then the state and the context are removed.
+pub fn destroy(session: &Session, name: &str) -> anyhow::Result<()> {
+    let (dir, record) = load_record(name)?;
+    for node in &record.nodes {
+        stop_node(node)?;
+    }
+    std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    let mut client = session.client_config.clone();
+    if client.contexts.remove(name).is_some() {
+        if client.context.as_deref() == Some(name) {
+            client.context = None;
+        }
+        client.save(&session.config_path)?;
+    }
+    eprintln!("cluster {name:?} destroyed");
+    Ok(())
+}
+
+fn stop_node(node: &NodeRecord) -> anyhow::Result<()> {
+    if !node.running() {
+        return Ok(());
+    }
+    let pid = Pid::from_raw(i32::try_from(node.pid).context("pid out of range")?);
+    eprint!("stopping {} (pid {})", node.name, node.pid);
+    kill(pid, Signal::SIGTERM).with_context(|| format!("signalling {}", node.name))?;
+    let started = Instant::now();
+    while node.running() {
+        if started.elapsed() > STOP_TIMEOUT {
+            eprint!(" killing");
+            let _ = kill(pid, Signal::SIGKILL);
+            std::thread::sleep(Duration::from_millis(200));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(" stopped");
+    Ok(())
+}

@@ -1,0 +1,110 @@
+//! The commands: each takes the parsed options and does its work through the API or
+//! the local provisioner.
+
+pub mod cluster;
+pub mod config;
+pub mod gen_config;
+pub mod node;
+
+use std::path::PathBuf;
+
+use crate::cli::{Cli, ClusterCommand, Command, GenCommand, Resource};
+use crate::client_config::ClientConfig;
+use crate::connection::{Connection, Target};
+use crate::output::Format;
+
+/// What every API command needs: the client configuration and the global flags.
+pub struct Session {
+    /// Path of the client configuration.
+    pub config_path: PathBuf,
+    /// The client configuration as loaded.
+    pub client_config: ClientConfig,
+    /// `--context`.
+    pub context: Option<String>,
+    /// `--endpoints`.
+    pub endpoints: Vec<String>,
+    /// `--nodes`.
+    pub nodes: Vec<String>,
+    /// `-o`.
+    pub format: Format,
+}
+
+impl Session {
+    /// Connects as the selected context, to the selected endpoints and nodes.
+    pub async fn connect(&self) -> anyhow::Result<Connection> {
+        let (_, context) = self.client_config.context(self.context.as_deref())?;
+        let target = Target::new(context, &self.endpoints, &self.nodes)?;
+        Ok(Connection::open(context, &target).await?)
+    }
+}
+
+/// Runs the command `cli` names.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config_path = cli
+        .config
+        .clone()
+        .unwrap_or_else(ClientConfig::default_path);
+    let session = Session {
+        client_config: ClientConfig::load(&config_path)?,
+        config_path,
+        context: cli.context,
+        endpoints: cli.endpoints,
+        nodes: cli.nodes,
+        format: cli.output,
+    };
+    match cli.command {
+        Command::Gen {
+            what:
+                GenCommand::Config {
+                    name,
+                    endpoint,
+                    output_dir,
+                    config_patches,
+                    control_plane_patches,
+                    worker_patches,
+                    with_secrets,
+                    force,
+                },
+        } => gen_config::write(&gen_config::Request {
+            name,
+            endpoint,
+            output_dir,
+            patches: config_patches,
+            control_plane_patches,
+            worker_patches,
+            with_secrets,
+            force,
+        }),
+        Command::Config { what } => config::run(&session, what).await,
+        Command::Version => node::version(&session).await,
+        Command::Reboot { wait, timeout } => node::reboot(&session, wait, timeout).await,
+        Command::Shutdown => node::shutdown(&session).await,
+        Command::Services => node::services(&session).await,
+        Command::Service { name, action } => node::service(&session, &name, action).await,
+        Command::Logs {
+            service,
+            follow,
+            tail,
+        } => node::logs(&session, &service, follow, tail).await,
+        Command::Dmesg { follow, tail } => node::dmesg(&session, follow, tail).await,
+        Command::Stats => node::stats(&session).await,
+        Command::Memory => node::memory(&session).await,
+        Command::Processes => node::processes(&session).await,
+        Command::Mounts => node::mounts(&session).await,
+        Command::ApplyConfig { file, apply } => node::apply_config(&session, &file, &apply).await,
+        Command::Patch { patches, apply } => node::patch(&session, &patches, &apply).await,
+        Command::Get {
+            resource: Resource::Config,
+        } => node::get_config(&session).await,
+        Command::Cluster { what } => match what {
+            ClusterCommand::Create(options) => cluster::create(&session, &options).await,
+            ClusterCommand::Show { name } => cluster::show(&session, &name).await,
+            ClusterCommand::Destroy { name } => cluster::destroy(&session, &name),
+        },
+        Command::Completion { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "osctl", &mut std::io::stdout());
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! Connecting to the machine API as a context says, and turning failures into one
+//! clear line: which endpoint, and what to do about it.
+
+use std::time::Duration;
+
+use api::machine::machine_service_client::MachineServiceClient;
+use api::transport::NodeAddress;
+use tonic::transport::Channel;
+
+use crate::client_config::Context;
+
+/// Time to connect (TCP and TLS) to an endpoint.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Errors reaching a node, phrased for the user.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    /// The context's credentials are unusable.
+    #[error("client credentials: {0}")]
+    Credentials(#[from] pki::Error),
+    /// An endpoint or node address is malformed.
+    #[error("{0}")]
+    Address(String),
+    /// No endpoint could be reached.
+    #[error("{0}")]
+    Unreachable(String),
+}
+
+/// Where a command goes: the endpoints to connect to and the nodes it is for.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Endpoints, tried in order.
+    pub endpoints: Vec<NodeAddress>,
+    /// Nodes named for fan-out; empty for the endpoint itself.
+    pub nodes: Vec<NodeAddress>,
+}
+
+impl Target {
+    /// The endpoints and nodes of `context`, overridden by flags when given.
+    pub fn new(
+        context: &Context,
+        endpoints: &[String],
+        nodes: &[String],
+    ) -> Result<Self, ConnectionError> {
+        let parse = |list: &[String]| {
+            list.iter()
+                .map(|a| {
+                    NodeAddress::parse(a, api::DEFAULT_API_PORT).map_err(ConnectionError::Address)
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let endpoints = parse(if endpoints.is_empty() {
+            &context.endpoints
+        } else {
+            endpoints
+        })?;
+        let nodes = parse(if nodes.is_empty() {
+            &context.nodes
+        } else {
+            nodes
+        })?;
+        if endpoints.is_empty() {
+            return Err(ConnectionError::Address(
+                "no endpoints: set them with `osctl config endpoint` or -e".into(),
+            ));
+        }
+        Ok(Self { endpoints, nodes })
+    }
+
+    /// The `nodes` metadata to send: none when the call is for the endpoint itself.
+    pub fn nodes_metadata(&self, endpoint: &NodeAddress) -> Option<String> {
+        match self.nodes.as_slice() {
+            [] => None,
+            [only] if only == endpoint => None,
+            nodes => Some(
+                nodes
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+        }
+    }
+}
+
+/// A connected client and what it needs to address calls.
+pub struct Connection {
+    /// The machine API client.
+    pub client: MachineServiceClient<Channel>,
+    /// The endpoint connected to.
+    pub endpoint: NodeAddress,
+    nodes: Option<String>,
+}
+
+impl Connection {
+    /// Connects to the first endpoint of `target` that answers.
+    pub async fn open(context: &Context, target: &Target) -> Result<Self, ConnectionError> {
+        let tls = pki::tls::client_config(&context.ca, Some((&context.crt, &context.key)))?;
+        let mut failures = Vec::new();
+        for endpoint in &target.endpoints {
+            match api::transport::connect(endpoint, tls.clone(), CONNECT_TIMEOUT).await {
+                Ok(channel) => {
+                    return Ok(Self {
+                        client: MachineServiceClient::new(channel)
+                            .max_decoding_message_size(64 << 20),
+                        nodes: target.nodes_metadata(endpoint),
+                        endpoint: endpoint.clone(),
+                    });
+                }
+                Err(e) => failures.push(format!("{endpoint}: {}", explain(&e))),
+            }
+        }
+        Err(ConnectionError::Unreachable(failures.join("; ")))
+    }
+
+    /// Wraps a request message, adding the `nodes` metadata when calls fan out.
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(nodes) = &self.nodes {
+            // Node addresses are validated ASCII; a value that still fails is dropped,
+            // and the call then goes to the endpoint alone.
+            if let Ok(value) = nodes.parse() {
+                request.metadata_mut().insert(api::NODES_METADATA, value);
+            }
+        }
+        request
+    }
+
+    /// Whether this call fans out to named nodes.
+    pub fn fans_out(&self) -> bool {
+        self.nodes.is_some()
+    }
+}
+
+/// A failed call, in one line: the API's own message, or the transport cause
+/// translated into advice.
+pub fn explain_status(status: &tonic::Status) -> String {
+    use std::error::Error;
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal
+            if status.source().is_some() =>
+        {
+            status.source().map(explain).unwrap_or_default()
+        }
+        tonic::Code::PermissionDenied => format!("permission denied: {}", status.message()),
+        tonic::Code::Unauthenticated => format!("not authenticated: {}", status.message()),
+        _ => status.message().to_owned(),
+    }
+}
+
+/// Translates a connection error's innermost cause into advice.
+pub fn explain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    let mut rustls_error = None;
+    let mut io_error = None;
+    loop {
+        if let Some(e) = cause.downcast_ref::<rustls::Error>() {
+            rustls_error = Some(e.clone());
+        }
+        if let Some(e) = cause.downcast_ref::<std::io::Error>() {
+            if let Some(inner) = e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            {
+                rustls_error = Some(inner.clone());
+            }
+            io_error = Some((e.kind(), e.to_string()));
+        }
+        match cause.source() {
+            Some(next) => cause = next,
+            None => break,
+        }
+    }
+    if let Some(e) = rustls_error {
+        return explain_tls(&e);
+    }
+    match io_error {
+        Some((std::io::ErrorKind::ConnectionRefused, _)) => {
+            "connection refused: is the node up and its API listening?".into()
+        }
+        Some((std::io::ErrorKind::TimedOut, text)) => format!("{text}: the node did not answer"),
+        Some((_, text)) => text,
+        None => cause.to_string(),
+    }
+}
+
+fn explain_tls(error: &rustls::Error) -> String {
+    use rustls::{AlertDescription as Alert, CertificateError, Error};
+    match error {
+        Error::AlertReceived(Alert::CertificateRequired) => {
+            "TLS refused by the node: a client certificate is required".into()
+        }
+        Error::AlertReceived(Alert::UnknownCA) | Error::AlertReceived(Alert::BadCertificate) => {
+            "TLS refused by the node: our client certificate is not signed by the cluster CA".into()
+        }
+        Error::AlertReceived(Alert::CertificateExpired) => {
+            "TLS refused by the node: our client certificate has expired; get a new one with `osctl config new`".into()
+        }
+        Error::AlertReceived(Alert::ProtocolVersion) => "TLS refused by the node: it accepts TLS 1.3 only".into(),
+        Error::AlertReceived(alert) => format!("TLS refused by the node: {alert:?}"),
+        Error::InvalidCertificate(CertificateError::UnknownIssuer | CertificateError::BadSignature) => {
+            "TLS: the node's certificate is not signed by this context's CA (wrong context?)".into()
+        }
+        Error::InvalidCertificate(CertificateError::Expired) => "TLS: the node's certificate has expired".into(),
+        Error::InvalidCertificate(CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. }) => {
+            "TLS: the node's certificate does not name this address (add it to machine.certSANs)".into()
+        }
+        other => format!("TLS: {other}"),
+    }
+}

@@ -1,0 +1,27 @@
+//! The osctl binary.
+//!
+//! Exit codes: 0 success; 1 any failure (including some nodes failing in a fan-out:
+//! their rows are printed, then the count); 2 command-line errors (clap).
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = osctl::cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("osctl: starting the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(osctl::commands::run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("osctl: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

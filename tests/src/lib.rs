@@ -1,0 +1,356 @@
+//! Harness of the end-to-end suites: real `node-agent` and `osctl` binaries on
+//! loopback addresses, each test in its own temporary HOME and its own /24 of
+//! 127.0.0.0/8 so suites run in parallel without meeting.
+//!
+//! The binaries are the workspace's own build (`cargo build --workspace` first; the
+//! test command in the README does it), found next to the test executable's
+//! directory, or in `E2E_BIN_DIR`.
+#![deny(missing_docs)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use api::machine::machine_service_client::MachineServiceClient;
+use api::transport::NodeAddress;
+use machine_config::{ConfigBundle, GenerateInput, MachineSecrets, MachineType};
+use tonic::transport::Channel;
+
+/// Directory holding the workspace's binaries.
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("E2E_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    // target/<profile>/deps/<test> -> target/<profile>
+    let exe = std::env::current_exe().expect("the test knows its own path");
+    let dir = exe.parent().expect("test binaries live in a directory");
+    if dir.ends_with("deps") {
+        dir.parent().expect("deps has a parent").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
+}
+
+/// Path of a workspace binary, checked to exist.
+pub fn binary(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build --workspace` before the tests (the README's test command does)",
+        path.display()
+    );
+    path
+}
+
+/// Waits until `check` returns `Some`, or panics naming `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The result of an osctl run, with its output as text.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit status code.
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(output: Output) -> Self {
+        Self {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Panics with the output unless the run succeeded.
+    pub fn success(self) -> Self {
+        assert_eq!(
+            self.code, 0,
+            "osctl failed:\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// Parses stdout as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", self.stdout))
+    }
+}
+
+/// A temporary HOME for osctl (its client config and local clusters).
+pub struct Home {
+    dir: tempfile::TempDir,
+}
+
+impl Default for Home {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Home {
+    /// A fresh, empty HOME.
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("a temporary directory"),
+        }
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs osctl with this HOME and `args`.
+    pub fn osctl(&self, args: &[&str]) -> Run {
+        Run::from(
+            Command::new(binary("osctl"))
+                .args(args)
+                .env("HOME", self.path())
+                .env_remove("OSCTL_CONFIG")
+                .output()
+                .expect("osctl runs"),
+        )
+    }
+}
+
+/// A local cluster made by `osctl cluster create --provisioner process`, destroyed
+/// when dropped.
+pub struct LocalCluster {
+    /// The HOME holding its client config and state.
+    pub home: Home,
+    /// Cluster name.
+    pub name: String,
+    /// Node addresses, control planes first.
+    pub addresses: Vec<String>,
+}
+
+impl LocalCluster {
+    /// Creates `nodes` nodes (one control plane) on `127.0.<net>.2` and up.
+    pub fn create(name: &str, net: u8, nodes: usize) -> Self {
+        let home = Home::new();
+        let count = nodes.to_string();
+        let cidr = format!("127.0.{net}.0/24");
+        home.osctl(&[
+            "cluster", "create", "--name", name, "--nodes", &count, "--cidr", &cidr,
+        ])
+        .success();
+        Self {
+            home,
+            name: name.to_owned(),
+            addresses: (0..nodes)
+                .map(|i| format!("127.0.{net}.{}", i + 2))
+                .collect(),
+        }
+    }
+
+    /// Runs osctl in the cluster's context.
+    pub fn osctl(&self, args: &[&str]) -> Run {
+        self.home.osctl(args)
+    }
+
+    /// Runs osctl for one node, with JSON output, and returns its rows.
+    pub fn rows(&self, node: &str, args: &[&str]) -> Vec<serde_json::Value> {
+        let mut full = vec!["-e", node, "-n", node, "-o", "json"];
+        full.extend_from_slice(args);
+        match self.osctl(&full).success().json() {
+            serde_json::Value::Array(rows) => rows,
+            other => panic!("expected rows, got {other}"),
+        }
+    }
+
+    /// The boot id of a node.
+    pub fn boot_id(&self, node: &str) -> String {
+        self.rows(node, &["version"])[0]["boot_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// The agent pid of a node, from the cluster record.
+    pub fn agent_pid(&self, index: usize) -> u32 {
+        let path = self
+            .home
+            .path()
+            .join(".osctl/clusters")
+            .join(&self.name)
+            .join("cluster.yaml");
+        let record: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(&std::fs::read_to_string(path).expect("cluster record"))
+                .expect("yaml");
+        record["nodes"][index]["pid"].as_u64().expect("pid") as u32
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        let run = self
+            .home
+            .osctl(&["cluster", "destroy", "--name", &self.name]);
+        if run.code != 0 && !std::thread::panicking() {
+            eprintln!("cluster destroy failed: {}", run.stderr);
+        }
+    }
+}
+
+/// One node agent started directly (not through osctl), with the cluster's secrets
+/// at hand so tests can mint any certificate they need.
+pub struct Node {
+    /// The agent process.
+    pub child: Child,
+    /// Its state directory.
+    pub state_dir: tempfile::TempDir,
+    /// Its API address.
+    pub address: SocketAddr,
+    /// The cluster CA.
+    pub authority: pki::CertificateAuthority,
+    /// The configuration it booted with.
+    pub config: ConfigBundle,
+}
+
+impl Node {
+    /// Starts a control-plane agent on `address` with `patches` applied to a fresh
+    /// configuration, and waits for its API.
+    pub fn start_control_plane(address: SocketAddr, patches: &[&str]) -> Self {
+        let secrets: MachineSecrets = machine_config::generate_secrets("e2e").expect("secrets");
+        let input = GenerateInput {
+            cluster_name: "e2e".into(),
+            endpoint: format!("https://{address}"),
+            hostname: Some("node-1".into()),
+            cert_sans: vec![address.ip().to_string()],
+        };
+        let patches: Vec<_> = patches
+            .iter()
+            .map(|p| machine_config::Patch::parse(p).expect("test patch"))
+            .collect();
+        let config = machine_config::generate_config(&input, &secrets, MachineType::Controlplane)
+            .apply_patches(&patches)
+            .expect("test config");
+        let state_dir = tempfile::tempdir().expect("state dir");
+        let config_path = state_dir.path().join("initial.yaml");
+        std::fs::write(&config_path, config.to_yaml()).expect("write config");
+        let log = std::fs::File::create(state_dir.path().join("agent.log")).expect("log");
+        let child = Command::new(binary("node-agent"))
+            .args(["--platform", "process", "--listen", &address.to_string()])
+            .arg("--state-dir")
+            .arg(state_dir.path())
+            .arg("--config")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("node-agent starts");
+        let authority = pki::CertificateAuthority::from_pem(
+            &secrets.ca.crt,
+            secrets.ca.key.as_deref().expect("key"),
+        )
+        .expect("CA");
+        let node = Self {
+            child,
+            state_dir,
+            address,
+            authority,
+            config,
+        };
+        node.wait_ready();
+        node
+    }
+
+    /// Waits until the API answers an admin Version call.
+    pub fn wait_ready(&self) {
+        let runtime = runtime();
+        wait_for("the agent's API", Duration::from_secs(30), || {
+            runtime.block_on(async {
+                let mut client = self.client(pki::Role::Admin).await.ok()?;
+                client.version(api::machine::VersionRequest {}).await.ok()
+            })
+        });
+    }
+
+    /// A client config (PEM pair) for `role`, valid for an hour.
+    pub fn credentials(&self, role: pki::Role) -> pki::CertifiedKey {
+        self.authority
+            .issue_client(role.as_str(), role, Duration::from_secs(3600))
+            .expect("client certificate")
+    }
+
+    /// A TLS 1.3 client configuration presenting `credentials` (or none).
+    pub fn tls(&self, credentials: Option<&pki::CertifiedKey>) -> Arc<rustls::ClientConfig> {
+        pki::tls::client_config(
+            self.authority.cert_pem(),
+            credentials.map(|c| (c.cert_pem.as_str(), c.key_pem.as_str())),
+        )
+        .expect("client TLS")
+    }
+
+    /// Connects with `role`.
+    pub async fn client(&self, role: pki::Role) -> Result<MachineServiceClient<Channel>, String> {
+        self.client_with(self.tls(Some(&self.credentials(role))))
+            .await
+    }
+
+    /// Connects with a given TLS configuration.
+    pub async fn client_with(
+        &self,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Result<MachineServiceClient<Channel>, String> {
+        let address = NodeAddress {
+            host: self.address.ip().to_string(),
+            port: self.address.port(),
+        };
+        api::transport::connect(&address, tls, Duration::from_secs(5))
+            .await
+            .map(MachineServiceClient::new)
+            .map_err(|e| osctl::connection::explain(&e))
+    }
+
+    /// The agent's log so far, for assertion messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.state_dir.path().join("agent.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // SIGTERM lets the agent stop its services; then make sure it is gone.
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A small runtime for the synchronous parts of tests.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
