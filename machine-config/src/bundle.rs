@@ -80,7 +80,7 @@ impl ConfigBundle {
                 bundle
                     .apply_patch(patch)
                     .map_err(|error| ConfigError::Patch {
-                        index,
+                        number: index + 1,
                         error: Box::new(error),
                     })
             })

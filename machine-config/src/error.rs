@@ -50,11 +50,12 @@ pub enum ConfigError {
     /// An RFC 6902 operation could not be applied (missing path, failed `test`, ...).
     #[error("{0}")]
     PatchOperation(json_patch::PatchError),
-    /// Applying the patch at `index` (0-based, in the order given) failed.
-    #[error("patch {index}: {error}")]
+    /// Applying the patch at `number` (1-based, as people count, in the order given)
+    /// failed.
+    #[error("patch {number}: {error}")]
     Patch {
-        /// Position of the failing patch in the list.
-        index: usize,
+        /// Position of the failing patch in the list, counting from 1.
+        number: usize,
         /// Why it failed: a failed operation, or the patched config does not parse or
         /// validate.
         error: Box<ConfigError>,

@@ -184,15 +184,15 @@ mod tests {
                     "machine: {hostname: ok}",
                     "machine: {hostname: Not_A_Hostname}",
                 ][..],
-                "patch 1: machine.hostname: ",
+                "patch 2: machine.hostname: ",
             ),
             (
                 &["[{op: replace, path: /machine/services/0/restart, value: sometimes}]"],
-                "patch 0: machine.services[0].restart: unknown variant `sometimes`",
+                "patch 1: machine.services[0].restart: unknown variant `sometimes`",
             ),
             (
                 &["[{op: test, path: /machine/hostname, value: other}]"],
-                "patch 0: operation '/0' failed at path '/machine/hostname': value did not match",
+                "patch 1: operation '/0' failed at path '/machine/hostname': value did not match",
             ),
         ] {
             let error = patch_error(patches);
@@ -208,20 +208,20 @@ mod tests {
         for (patch, expected) in [
             (
                 "{token: stolen-stolen-stolen}",
-                "patch 0: token: unknown field `token`",
+                "patch 1: token: unknown field `token`",
             ),
             (
                 "{secrets: {ca: {key: null}}}",
-                "patch 0: secrets: unknown field `secrets`",
+                "patch 1: secrets: unknown field `secrets`",
             ),
             (
                 "[{op: replace, path: /ca/key, value: x}]",
-                "patch 0: operation '/0' failed at path '/ca/key'",
+                "patch 1: operation '/0' failed at path '/ca/key'",
             ),
             // Making a control plane a worker cannot strip the key: the result is invalid.
             (
                 "{machine: {type: worker}}",
-                "patch 0: secrets.ca.key: worker nodes must not carry the CA key",
+                "patch 1: secrets.ca.key: worker nodes must not carry the CA key",
             ),
         ] {
             let error = patch_error(&[patch]);

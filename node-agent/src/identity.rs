@@ -20,8 +20,10 @@ use pki::{CertificateAuthority, CertifiedKey, Role};
 use crate::config_store::write_atomic;
 use crate::server::trust::NODE_CERT_TTL;
 
-/// How long a worker waits between attempts to reach the trust service.
-const RETRY_INTERVAL: Duration = Duration::from_secs(2);
+/// First and longest wait between a worker's attempts to reach the trust service
+/// (the control plane often starts at the same moment).
+const RETRY_INITIAL: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Errors establishing the node's identity.
 #[derive(Debug, thiserror::Error)]
@@ -144,12 +146,14 @@ async fn worker_certificate(
     let endpoint = trust_endpoint(&bundle.config.cluster.endpoint)?;
     let (csr, key_pem) = pki::generate_csr(hostname, names)?;
     let tls = pki::tls::client_config(&bundle.secrets.ca.crt, None)?;
+    let mut wait = RETRY_INITIAL;
     let cert_pem = loop {
         match request_certificate(&endpoint, tls.clone(), &csr, &bundle.secrets.token).await {
             Ok(cert) => break cert,
             Err(e) => {
                 tracing::warn!(%endpoint, error = %e, "waiting for the control plane to sign this node's certificate");
-                tokio::time::sleep(RETRY_INTERVAL).await;
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(RETRY_MAX);
             }
         }
     };

@@ -142,25 +142,36 @@ pub struct LocalCluster {
     pub name: String,
     /// Node addresses, control planes first.
     pub addresses: Vec<String>,
+    destroyed: bool,
 }
 
 impl LocalCluster {
-    /// Creates `nodes` nodes (one control plane) on `127.0.<net>.2` and up.
-    pub fn create(name: &str, net: u8, nodes: usize) -> Self {
+    /// Creates `nodes` nodes (one control plane) on `127.0.<net>.2` and up, with
+    /// `extra` arguments to `osctl cluster create`.
+    pub fn create(name: &str, net: u8, nodes: usize, extra: &[&str]) -> Self {
         let home = Home::new();
         let count = nodes.to_string();
         let cidr = format!("127.0.{net}.0/24");
-        home.osctl(&[
+        let mut args = vec![
             "cluster", "create", "--name", name, "--nodes", &count, "--cidr", &cidr,
-        ])
-        .success();
+        ];
+        args.extend_from_slice(extra);
+        home.osctl(&args).success();
         Self {
             home,
             name: name.to_owned(),
             addresses: (0..nodes)
                 .map(|i| format!("127.0.{net}.{}", i + 2))
                 .collect(),
+            destroyed: false,
         }
+    }
+
+    /// Destroys the cluster now (instead of on drop) and returns what osctl said.
+    pub fn destroy(&mut self) -> Run {
+        self.destroyed = true;
+        self.home
+            .osctl(&["cluster", "destroy", "--name", &self.name])
     }
 
     /// Runs osctl in the cluster's context.
@@ -203,13 +214,38 @@ impl LocalCluster {
 
 impl Drop for LocalCluster {
     fn drop(&mut self) {
-        let run = self
-            .home
-            .osctl(&["cluster", "destroy", "--name", &self.name]);
-        if run.code != 0 && !std::thread::panicking() {
-            eprintln!("cluster destroy failed: {}", run.stderr);
+        if !self.destroyed {
+            let run = self.destroy();
+            if run.code != 0 {
+                eprintln!("cluster destroy failed: {}", run.stderr);
+            }
         }
     }
+}
+
+/// Whether a process exists and is not a zombie.
+pub fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| Some(stat.rsplit_once(')')?.1.split_whitespace().next()? != "Z"))
+        .unwrap_or(false)
+}
+
+/// Zombie children of `parent`, from /proc.
+pub fn zombie_children(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| {
+            let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+            let state = fields.next()?;
+            let ppid: u32 = fields.next()?.parse().ok()?;
+            (state == "Z" && ppid == parent).then_some(pid)
+        })
+        .collect()
 }
 
 /// One node agent started directly (not through osctl), with the cluster's secrets

@@ -67,9 +67,9 @@ pub fn list() -> std::io::Result<Vec<Mount>> {
     let mut mounts = parse(&std::fs::read_to_string("/proc/self/mountinfo")?);
     for mount in &mut mounts {
         if let Ok(stat) = nix::sys::statvfs::statvfs(mount.mount_point.as_str()) {
-            let fragment = stat.fragment_size() as u64;
-            mount.size_bytes = stat.blocks() as u64 * fragment;
-            mount.available_bytes = stat.blocks_available() as u64 * fragment;
+            let fragment = stat.fragment_size();
+            mount.size_bytes = stat.blocks() * fragment;
+            mount.available_bytes = stat.blocks_available() * fragment;
         }
     }
     Ok(mounts)

@@ -790,11 +790,11 @@ pub async fn get_config(session: &Session) -> anyhow::Result<()> {
             config: String::from_utf8_lossy(&c.data).into_owned(),
         }]
     });
-    if let ([row], output::Format::Table) = (rows.as_slice(), session.format) {
-        if let Some(data) = &row.data {
-            print!("{}", data.config);
-            return Ok(());
-        }
+    if let ([row], output::Format::Table) = (rows.as_slice(), session.format)
+        && let Some(data) = &row.data
+    {
+        print!("{}", data.config);
+        return Ok(());
     }
     finish(session, &rows)
 }
