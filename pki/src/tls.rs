@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -33,15 +34,7 @@ pub fn server_config(
     let verifier =
         WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca_pem)?), provider())
             .build()?;
-    let mut config = ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(
-            certificates(cert_pem, "server certificate")?,
-            private_key(key_pem)?,
-        )?;
-    config.alpn_protocols = vec![ALPN_H2.to_vec()];
-    Ok(Arc::new(config))
+    tls13_server(verifier, cert_pem, key_pem)
 }
 
 /// A server that proves its identity but asks no client certificate: the worker
@@ -51,9 +44,17 @@ pub fn server_config_without_client_auth(
     cert_pem: &str,
     key_pem: &str,
 ) -> Result<Arc<ServerConfig>, Error> {
+    tls13_server(WebPkiClientVerifier::no_client_auth(), cert_pem, key_pem)
+}
+
+fn tls13_server(
+    verifier: Arc<dyn ClientCertVerifier>,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<Arc<ServerConfig>, Error> {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_no_client_auth()
+        .with_client_cert_verifier(verifier)
         .with_single_cert(
             certificates(cert_pem, "server certificate")?,
             private_key(key_pem)?,

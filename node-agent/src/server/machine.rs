@@ -28,6 +28,14 @@ const DEFAULT_TRY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Lines sent per stream message when replaying a log.
 const LINES_PER_MESSAGE: usize = 256;
 
+/// What ServiceStart, ServiceStop and ServiceRestart ask of the supervisor.
+#[derive(Debug, Clone, Copy)]
+enum ServiceVerb {
+    Start,
+    Stop,
+    Restart,
+}
+
 /// The MachineService of one node.
 pub struct MachineApi {
     agent: Arc<Agent>,
@@ -123,14 +131,14 @@ impl MachineApi {
     async fn service_action(
         &self,
         request: Request<ServiceActionRequest>,
-        verb: &'static str,
+        action: ServiceVerb,
     ) -> Result<Response<ServiceActionResponse>, Status> {
         let name = request.into_inner().name;
         let supervisor = &self.agent.supervisor;
-        match verb {
-            "start" => supervisor.start(&name).await,
-            "stop" => supervisor.stop(&name).await,
-            _ => supervisor.restart(&name).await,
+        let verb = match action {
+            ServiceVerb::Start => supervisor.start(&name).await.map(|()| "start"),
+            ServiceVerb::Stop => supervisor.stop(&name).await.map(|()| "stop"),
+            ServiceVerb::Restart => supervisor.restart(&name).await.map(|()| "restart"),
         }
         .map_err(Self::supervisor_status)?;
         Ok(Response::new(ServiceActionResponse {
@@ -246,21 +254,21 @@ impl MachineService for MachineApi {
         &self,
         request: Request<ServiceActionRequest>,
     ) -> Result<Response<ServiceActionResponse>, Status> {
-        self.service_action(request, "start").await
+        self.service_action(request, ServiceVerb::Start).await
     }
 
     async fn service_stop(
         &self,
         request: Request<ServiceActionRequest>,
     ) -> Result<Response<ServiceActionResponse>, Status> {
-        self.service_action(request, "stop").await
+        self.service_action(request, ServiceVerb::Stop).await
     }
 
     async fn service_restart(
         &self,
         request: Request<ServiceActionRequest>,
     ) -> Result<Response<ServiceActionResponse>, Status> {
-        self.service_action(request, "restart").await
+        self.service_action(request, ServiceVerb::Restart).await
     }
 
     type LogsStream = BoxStream<'static, Result<Data, Status>>;
