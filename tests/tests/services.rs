@@ -123,3 +123,36 @@ fn services_start_in_dependency_order_recover_and_leave_no_zombies() {
         "chatty's logs take {total} bytes"
     );
 }
+
+#[test]
+fn following_a_log_streams_lines_written_after_the_call() {
+    let patch = r#"{"machine":{"services":[{"name":"counter","command":["sh","-c","i=0; while true; do i=$((i+1)); echo line $i; sleep 0.1; done"]}]}}"#;
+    let node = Node::start_control_plane("127.0.13.3:50000".parse().unwrap(), &[patch]);
+    runtime().block_on(async {
+        let mut reader = node.client(Role::Reader).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let request = api::machine::LogsRequest {
+            service: "counter".into(),
+            tail_lines: 1,
+            follow: true,
+        };
+        let mut stream = reader.logs(request).await.unwrap().into_inner();
+        let mut numbers = Vec::new();
+        while numbers.len() < 5 {
+            let data = tokio::time::timeout(Duration::from_secs(5), stream.message())
+                .await
+                .expect("a line within 5 s")
+                .unwrap()
+                .expect("the stream stays open");
+            for line in String::from_utf8(data.bytes).unwrap().lines() {
+                numbers.push(line.trim_start_matches("line ").parse::<u32>().unwrap());
+            }
+        }
+        // One line of history, then consecutive new lines.
+        assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "{numbers:?}");
+        assert!(
+            numbers[0] >= 3,
+            "the tail started at the beginning: {numbers:?}"
+        );
+    });
+}
