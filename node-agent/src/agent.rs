@@ -82,6 +82,16 @@ pub struct Boot {
     pub time: SystemTime,
 }
 
+impl Boot {
+    /// A new boot of `platform`, with a fresh id.
+    pub fn new(platform: &dyn Platform) -> Self {
+        Self {
+            id: uuid::Uuid::new_v4().to_string(),
+            time: platform.boot_time(),
+        }
+    }
+}
+
 /// The running agent, shared by the API handlers.
 pub struct Agent {
     /// Platform-specific steps.
@@ -103,16 +113,14 @@ impl Agent {
     /// An agent running `config`; lifecycle requests go to `lifecycle`.
     pub fn new(
         platform: Arc<dyn Platform>,
+        boot: Boot,
         store: ConfigStore,
         config: ConfigBundle,
         supervisor: Supervisor,
         lifecycle: mpsc::UnboundedSender<Lifecycle>,
     ) -> Arc<Self> {
         Arc::new(Self {
-            boot: Boot {
-                id: uuid::Uuid::new_v4().to_string(),
-                time: platform.boot_time(),
-            },
+            boot,
             platform,
             supervisor,
             store,

@@ -112,7 +112,14 @@ pub async fn run(options: Options) -> Result<(), BootError> {
         })
     })?;
     let store = config_store::ConfigStore::new(&options.state_dir);
-    let bundle = store.load_for_boot(options.config.as_deref())?;
+    let boot = agent::Boot::new(platform.as_ref());
+    let bundle = match store.load_for_boot(options.config.as_deref()) {
+        Ok(bundle) => bundle,
+        Err(config_store::StoreError::NoConfig(_)) => {
+            maintenance(&options, &store, &platform, &boot).await?
+        }
+        Err(e) => return Err(e.into()),
+    };
     let identity = identity::establish(&bundle, options.listen.ip(), &options.state_dir).await?;
     let server_tls = pki::tls::server_config(
         &identity.ca_pem,
@@ -128,6 +135,7 @@ pub async fn run(options: Options) -> Result<(), BootError> {
     let (lifecycle_tx, mut lifecycle_rx) = mpsc::unbounded_channel();
     let agent = Agent::new(
         platform.clone(),
+        boot,
         store,
         bundle.clone(),
         supervisor,
@@ -205,6 +213,50 @@ pub async fn run(options: Options) -> Result<(), BootError> {
         Lifecycle::Shutdown => platform.shutdown()?,
     };
     Ok(())
+}
+
+/// Serves maintenance mode until a valid configuration arrives, and returns it; a
+/// SIGTERM or SIGINT meanwhile shuts the node down.
+async fn maintenance(
+    options: &Options,
+    store: &config_store::ConfigStore,
+    platform: &Arc<dyn Platform>,
+    boot: &agent::Boot,
+) -> Result<machine_config::ConfigBundle, BootError> {
+    let certificate = server::maintenance::certificate(options.listen)?;
+    let tls =
+        pki::tls::server_config_without_client_auth(&certificate.cert_pem, &certificate.key_pem)?;
+    let (accepted_tx, mut accepted_rx) = watch::channel(None);
+    let api = server::maintenance::MaintenanceApi::new(
+        platform.clone(),
+        boot.clone(),
+        store.clone(),
+        options.listen,
+        accepted_tx,
+    );
+    let mut received = accepted_rx.clone();
+    let served = server::serve_maintenance(bind(options.listen).await?, tls, api, async move {
+        let _ = received.wait_for(Option::is_some).await;
+    });
+    tracing::warn!(listen = %options.listen, "no configuration: maintenance mode, waiting for one (osctl --insecure apply-config)");
+    let (_never, mut no_requests) = mpsc::unbounded_channel();
+    tokio::select! {
+        result = served => {
+            if let Err(e) = result {
+                tracing::error!(error = %e, "maintenance server failed");
+            }
+        }
+        _ = wait_for_end(&mut no_requests) => {
+            platform.shutdown()?;
+        }
+    }
+    // The server only stops once a configuration was accepted.
+    let bundle = accepted_rx.borrow_and_update().clone();
+    bundle.ok_or_else(|| {
+        BootError::Config(config_store::StoreError::NoConfig(
+            options.state_dir.clone(),
+        ))
+    })
 }
 
 async fn bind(address: SocketAddr) -> Result<TcpListener, BootError> {

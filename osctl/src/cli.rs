@@ -25,6 +25,10 @@ pub struct Cli {
     /// the command; the endpoint forwards to each and merges the replies.
     #[arg(short = 'n', long, value_delimiter = ',')]
     pub nodes: Vec<String>,
+    /// Talk to a node in maintenance mode (no configuration yet): no client
+    /// certificate, and the node's certificate is not verified. Needs -e.
+    #[arg(short = 'i', long)]
+    pub insecure: bool,
     /// Output format of data commands.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t)]
     pub output: Format,

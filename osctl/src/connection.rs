@@ -1,6 +1,7 @@
 //! Connecting to the machine API as a context says, and turning failures into one
 //! clear line: which endpoint, and what to do about it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use api::machine::machine_service_client::MachineServiceClient;
@@ -42,13 +43,7 @@ impl Target {
         endpoints: &[String],
         nodes: &[String],
     ) -> Result<Self, ConnectionError> {
-        let parse = |list: &[String]| {
-            list.iter()
-                .map(|a| {
-                    NodeAddress::parse(a, api::DEFAULT_API_PORT).map_err(ConnectionError::Address)
-                })
-                .collect::<Result<Vec<_>, _>>()
-        };
+        let parse = Self::parse_addresses;
         let endpoints = parse(if endpoints.is_empty() {
             &context.endpoints
         } else {
@@ -65,6 +60,13 @@ impl Target {
             ));
         }
         Ok(Self { endpoints, nodes })
+    }
+
+    /// Parses `host[:port]` addresses, with the API's default port.
+    pub fn parse_addresses(list: &[String]) -> Result<Vec<NodeAddress>, ConnectionError> {
+        list.iter()
+            .map(|a| NodeAddress::parse(a, api::DEFAULT_API_PORT).map_err(ConnectionError::Address))
+            .collect()
     }
 
     /// The `nodes` metadata to send: none when the call is for the endpoint itself.
@@ -93,9 +95,23 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Connects to the first endpoint of `target` that answers.
+    /// Connects with `context`'s credentials to the first endpoint of `target` that
+    /// answers.
     pub async fn open(context: &Context, target: &Target) -> Result<Self, ConnectionError> {
         let tls = pki::tls::client_config(&context.ca, Some((&context.crt, &context.key)))?;
+        Self::open_with(tls, target).await
+    }
+
+    /// Connects to a node in maintenance mode: no client certificate, and the node's
+    /// self-signed certificate is not verified.
+    pub async fn open_insecure(target: &Target) -> Result<Self, ConnectionError> {
+        Self::open_with(pki::tls::insecure_client_config()?, target).await
+    }
+
+    async fn open_with(
+        tls: Arc<rustls::ClientConfig>,
+        target: &Target,
+    ) -> Result<Self, ConnectionError> {
         let mut failures = Vec::new();
         for endpoint in &target.endpoints {
             match api::transport::connect(endpoint, tls.clone(), CONNECT_TIMEOUT).await {

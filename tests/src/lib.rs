@@ -284,18 +284,7 @@ impl Node {
         let state_dir = tempfile::tempdir().expect("state dir");
         let config_path = state_dir.path().join("initial.yaml");
         std::fs::write(&config_path, config.to_yaml()).expect("write config");
-        let log = std::fs::File::create(state_dir.path().join("agent.log")).expect("log");
-        let child = Command::new(binary("node-agent"))
-            .args(["--platform", "process", "--listen", &address.to_string()])
-            .arg("--state-dir")
-            .arg(state_dir.path())
-            .arg("--config")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("node-agent starts");
+        let child = spawn_agent(state_dir.path(), address, Some(&config_path));
         let authority = pki::CertificateAuthority::from_pem(
             &secrets.ca.crt,
             secrets.ca.key.as_deref().expect("key"),
@@ -381,6 +370,26 @@ impl Drop for Node {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts a process-platform node agent on `address` with its state in `state_dir`,
+/// logging to `state_dir/agent.log`; without `config` it boots into maintenance mode.
+pub fn spawn_agent(state_dir: &Path, address: SocketAddr, config: Option<&Path>) -> Child {
+    let log = std::fs::File::create(state_dir.join("agent.log")).expect("agent log");
+    let mut command = Command::new(binary("node-agent"));
+    command
+        .args(["--platform", "process", "--listen", &address.to_string()])
+        .arg("--state-dir")
+        .arg(state_dir);
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
+    command
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("agent log"))
+        .stderr(log)
+        .spawn()
+        .expect("node-agent starts")
 }
 
 /// A small runtime for the synchronous parts of tests.

@@ -76,15 +76,60 @@ pub fn authorize(
     Ok(caller)
 }
 
+/// The RPCs a node in maintenance mode serves: enough to learn what it is and to
+/// give it a configuration.
+pub const MAINTENANCE_API: [&str; 2] = [
+    "/machine.v1alpha1.MachineService/Version",
+    "/machine.v1alpha1.MachineService/ApplyConfiguration",
+];
+
+/// Decides a call to a node in maintenance mode: there are no client certificates
+/// yet, so only [`MAINTENANCE_API`] is served, to anyone who can reach the node.
+pub fn authorize_maintenance(path: &str) -> Result<Caller, Status> {
+    if MAINTENANCE_API.contains(&path) {
+        return Ok(Caller {
+            role: Role::Operator,
+            name: "maintenance client".into(),
+            forwarded_by: None,
+        });
+    }
+    Err(Status::failed_precondition(format!(
+        "{}: the node is in maintenance mode (it has no configuration yet) and serves only \
+         Version and ApplyConfiguration; apply one with `osctl --insecure -e NODE apply-config -f FILE`",
+        access::method_name(path)
+    )))
+}
+
+/// Which rules the auth layer applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// A configured node: the caller's role against the access table.
+    Roles,
+    /// A node without configuration: [`authorize_maintenance`].
+    Maintenance,
+}
+
 /// The tower layer that wraps the API router with [`Auth`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct AuthLayer;
+#[derive(Debug, Clone, Copy)]
+pub struct AuthLayer {
+    policy: Policy,
+}
+
+impl AuthLayer {
+    /// A layer deciding calls by `policy`.
+    pub fn new(policy: Policy) -> Self {
+        Self { policy }
+    }
+}
 
 impl<S> Layer<S> for AuthLayer {
     type Service = Auth<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Auth { inner }
+        Auth {
+            inner,
+            policy: self.policy,
+        }
     }
 }
 
@@ -92,6 +137,7 @@ impl<S> Layer<S> for AuthLayer {
 #[derive(Debug, Clone)]
 pub struct Auth<S> {
     inner: S,
+    policy: Policy,
 }
 
 impl<S> Service<http::Request<Body>> for Auth<S>
@@ -117,7 +163,12 @@ where
             .headers()
             .get(api::FORWARDED_ROLE_METADATA)
             .and_then(|value| value.to_str().ok());
-        match authorize(request.uri().path(), identity.as_deref(), forwarded_role) {
+        let path = request.uri().path();
+        let decision = match self.policy {
+            Policy::Roles => authorize(path, identity.as_deref(), forwarded_role),
+            Policy::Maintenance => authorize_maintenance(path),
+        };
+        match decision {
             Ok(caller) => {
                 tracing::debug!(path = request.uri().path(), caller = %caller.name, role = %caller.role, "authorised");
                 request.extensions_mut().insert(caller);
@@ -200,6 +251,21 @@ mod tests {
         assert!(
             authorize(VERSION, Some(&admin), Some("os:admin")).is_err(),
             "only forwarders may forward"
+        );
+    }
+
+    #[test]
+    fn maintenance_mode_serves_only_version_and_apply() {
+        assert!(authorize_maintenance(VERSION).is_ok());
+        assert!(
+            authorize_maintenance("/machine.v1alpha1.MachineService/ApplyConfiguration").is_ok()
+        );
+        let refused = authorize_maintenance(REBOOT).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+        assert!(
+            refused.message().contains("maintenance mode"),
+            "{}",
+            refused.message()
         );
     }
 

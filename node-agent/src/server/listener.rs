@@ -97,7 +97,12 @@ pub fn incoming(
             let Ok(permit) = limit.clone().acquire_owned().await else {
                 return;
             };
-            let (tcp, remote) = match listener.accept().await {
+            // Stop accepting (and release the address) as soon as the server is gone.
+            let accepted = tokio::select! {
+                () = tx.closed() => return,
+                accepted = listener.accept() => accepted,
+            };
+            let (tcp, remote) = match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -105,9 +110,6 @@ pub fn incoming(
                     continue;
                 }
             };
-            if tx.is_closed() {
-                return;
-            }
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {

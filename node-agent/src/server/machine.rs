@@ -15,7 +15,8 @@ use pki::Role;
 use tonic::{Request, Response, Status};
 
 use super::auth::Caller;
-use crate::agent::{Agent, ApplyError, ApplyMode as Mode, ApplyOutcome, Lifecycle};
+use crate::agent::{Agent, ApplyError, ApplyMode as Mode, ApplyOutcome, Boot, Lifecycle};
+use crate::platform::Platform;
 use crate::supervisor::Health;
 use crate::system::{kmsg, meminfo, mounts, processes};
 
@@ -54,6 +55,27 @@ impl MachineApi {
             hostname: self.agent.hostname().await,
             error: String::new(),
         })
+    }
+}
+
+/// What Version reports about the agent, the kernel and this boot; the caller adds
+/// the node's name and type.
+pub(super) fn version_info(platform: &dyn Platform, boot: &Boot) -> VersionInfo {
+    let kernel = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    VersionInfo {
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+        git_revision: crate::GIT_REVISION.into(),
+        kernel,
+        platform: platform.name().into(),
+        boot_id: boot.id.clone(),
+        uptime_seconds: SystemTime::now()
+            .duration_since(boot.time)
+            .unwrap_or_default()
+            .as_secs_f64(),
+        boot_time: unix_seconds(boot.time),
+        ..VersionInfo::default()
     }
 }
 
@@ -96,7 +118,7 @@ fn mode_to_proto(mode: Mode) -> ApplyMode {
     }
 }
 
-fn apply_status(error: ApplyError) -> Status {
+pub(super) fn apply_status(error: ApplyError) -> Status {
     match error {
         ApplyError::Invalid(e) => Status::invalid_argument(format!("configuration rejected: {e}")),
         ApplyError::NeedsReboot(_) => Status::failed_precondition(error.to_string()),
@@ -156,25 +178,12 @@ impl MachineService for MachineApi {
         &self,
         _: Request<VersionRequest>,
     ) -> Result<Response<VersionResponse>, Status> {
-        let agent = &self.agent;
-        let kernel = nix::sys::utsname::uname()
-            .map(|u| u.release().to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let config = agent.config().await;
+        let machine_type = self.agent.config().await.config.machine.machine_type;
         Ok(Response::new(VersionResponse {
             messages: vec![VersionInfo {
                 metadata: self.metadata().await,
-                agent_version: env!("CARGO_PKG_VERSION").into(),
-                git_revision: crate::GIT_REVISION.into(),
-                kernel,
-                platform: agent.platform.name().into(),
-                boot_id: agent.boot.id.clone(),
-                uptime_seconds: SystemTime::now()
-                    .duration_since(agent.boot.time)
-                    .unwrap_or_default()
-                    .as_secs_f64(),
-                boot_time: unix_seconds(agent.boot.time),
-                machine_type: format!("{:?}", config.config.machine.machine_type).to_lowercase(),
+                machine_type: format!("{machine_type:?}").to_lowercase(),
+                ..version_info(self.agent.platform.as_ref(), &self.agent.boot)
             }],
         }))
     }
@@ -271,12 +280,10 @@ impl MachineService for MachineApi {
         self.service_action(request, ServiceVerb::Restart).await
     }
 
-    type LogsStream = BoxStream<'static, Result<Data, Status>>;
-
     async fn logs(
         &self,
         request: Request<LogsRequest>,
-    ) -> Result<Response<Self::LogsStream>, Status> {
+    ) -> Result<Response<BoxStream<'static, Result<Data, Status>>>, Status> {
         let request = request.into_inner();
         let supervisor = &self.agent.supervisor;
         // Subscribe before reading the tail, so no line falls between the two.
@@ -316,12 +323,10 @@ impl MachineService for MachineApi {
         Ok(Response::new(replay.chain(live).boxed()))
     }
 
-    type DmesgStream = BoxStream<'static, Result<Data, Status>>;
-
     async fn dmesg(
         &self,
         request: Request<DmesgRequest>,
-    ) -> Result<Response<Self::DmesgStream>, Status> {
+    ) -> Result<Response<BoxStream<'static, Result<Data, Status>>>, Status> {
         let request = request.into_inner();
         let mut reader = kmsg::Reader::open().map_err(io_status("opening /dev/kmsg"))?;
         let records = reader

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod fanout;
 pub mod listener;
 pub mod machine;
+pub mod maintenance;
 pub mod trust;
 
 use std::future::Future;
@@ -30,8 +31,23 @@ pub async fn serve_machine_api(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     Server::builder()
-        .layer(auth::AuthLayer)
+        .layer(auth::AuthLayer::new(auth::Policy::Roles))
         .layer(fanout::FanoutLayer::new(forwarder))
+        .add_service(MachineServiceServer::new(api))
+        .serve_with_incoming_shutdown(listener::incoming(listener, tls), shutdown)
+        .await
+}
+
+/// Serves the maintenance-mode API (Version and ApplyConfiguration, no client
+/// certificates) until `shutdown` completes.
+pub async fn serve_maintenance(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    api: maintenance::MaintenanceApi,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    Server::builder()
+        .layer(auth::AuthLayer::new(auth::Policy::Maintenance))
         .add_service(MachineServiceServer::new(api))
         .serve_with_incoming_shutdown(listener::incoming(listener, tls), shutdown)
         .await

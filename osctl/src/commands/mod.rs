@@ -27,11 +27,25 @@ pub struct Session {
     pub nodes: Vec<String>,
     /// `-o`.
     pub format: Format,
+    /// `--insecure`: maintenance mode, no client certificate.
+    pub insecure: bool,
 }
 
 impl Session {
     /// Connects as the selected context, to the selected endpoints and nodes.
     pub async fn connect(&self) -> anyhow::Result<Connection> {
+        if self.insecure {
+            if self.endpoints.is_empty() || !self.nodes.is_empty() {
+                anyhow::bail!(
+                    "--insecure talks to one node in maintenance mode: name it with -e NODE (and no -n)"
+                );
+            }
+            let target = Target {
+                endpoints: Target::parse_addresses(&self.endpoints)?,
+                nodes: Vec::new(),
+            };
+            return Ok(Connection::open_insecure(&target).await?);
+        }
         let (_, context) = self.client_config.context(self.context.as_deref())?;
         let target = Target::new(context, &self.endpoints, &self.nodes)?;
         Ok(Connection::open(context, &target).await?)
@@ -51,6 +65,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         endpoints: cli.endpoints,
         nodes: cli.nodes,
         format: cli.output,
+        insecure: cli.insecure,
     };
     match cli.command {
         Command::Gen {

@@ -122,7 +122,12 @@ fn version_row(v: VersionInfo) -> Vec<VersionRow> {
         version: v.agent_version,
         revision: v.git_revision,
         platform: v.platform,
-        machine_type: v.machine_type,
+        // A node without configuration has no type yet.
+        machine_type: if v.maintenance {
+            "maintenance".into()
+        } else {
+            v.machine_type
+        },
         kernel: v.kernel,
         boot_id: v.boot_id,
         boot_time: humantime::format_rfc3339_seconds(

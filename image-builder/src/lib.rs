@@ -1,0 +1,32 @@
+//! The image builder's library. For now it holds the kernel hardening check: KSPP's
+//! recommendations for x86_64 with our stance on each (`kernel/kspp.toml`), a parser for
+//! kernel configs, the check and its score, and the agreement between the data and our
+//! kconfig fragment (`kernel/config-fragment`).
+//!
+//! # Layout
+//! - [`target`]: kernel versions and compilers, which decide what applies.
+//! - [`config`]: `.config` files and fragments, values and conditions.
+//! - [`data`]: the recommendations and their validation; [`data::EMBEDDED`] is the
+//!   repository's data file, built in.
+//! - [`check`]: one result per recommendation, and the [`Score`].
+//! - [`report`]: the table and JSON renderings.
+//! - [`fragment`]: whether the fragment states every requirement.
+//! - [`error`]: the error type.
+//!
+//! The library does no I/O; the `image-builder` binary reads the files.
+#![deny(missing_docs)]
+
+pub mod check;
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod fragment;
+pub mod report;
+pub mod target;
+
+pub use check::{Report, Score, Status, check};
+pub use config::{KernelConfig, Value};
+pub use data::{Recommendations, Stance};
+pub use error::Error;
+pub use report::{Format, render};
+pub use target::{Compiler, KernelVersion, Target};
