@@ -4,25 +4,21 @@
 //! kconfig fragment (`kernel/config-fragment`).
 //!
 //! # Layout
-//! - [`target`]: kernel versions and compilers, which decide what applies.
-//! - [`config`]: `.config` files and fragments, values and conditions.
-//! - [`data`]: the recommendations and their validation; [`data::EMBEDDED`] is the
-//!   repository's data file, built in.
+//! The policy itself (recommendations, kernel config model, targets) is the
+//! `kernel-policy` crate, re-exported here as [`config`], [`data`], [`target`] and
+//! [`error`].
 //! - [`check`]: one result per recommendation, and the [`Score`].
 //! - [`report`]: the table and JSON renderings.
 //! - [`fragment`]: whether the fragment states every requirement.
-//! - [`error`]: the error type.
 //!
 //! The library does no I/O; the `image-builder` binary reads the files.
 #![deny(missing_docs)]
 
 pub mod check;
-pub mod config;
-pub mod data;
-pub mod error;
 pub mod fragment;
 pub mod report;
-pub mod target;
+
+pub use kernel_policy::{config, data, error, target};
 
 pub use check::{Report, Score, Status, check};
 pub use config::{KernelConfig, Value};

@@ -147,12 +147,16 @@ impl Agent {
         let _ = self.lifecycle.send(what);
     }
 
-    /// Applies what can be applied live: files, sysctls, services. Returns notes on
-    /// settings the platform does not apply.
+    /// Applies what can be applied live: files, sysctls (the hardened ones and the
+    /// config's), services. Returns notes on settings the platform does not apply.
     pub async fn apply_live(&self, bundle: &ConfigBundle) -> Result<Vec<String>, StoreError> {
         let machine = &bundle.config.machine;
         crate::files::write_all(&self.platform.root(), &machine.files)?;
-        let notes = self.platform.apply_sysctls(&machine.sysctls);
+        let sysctls = crate::kernel_security::boot_sysctls(
+            crate::kernel_security::policy(),
+            &machine.sysctls,
+        );
+        let notes = self.platform.apply_sysctls(&sysctls);
         self.supervisor.reconcile(&machine.services).await;
         Ok(notes)
     }

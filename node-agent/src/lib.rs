@@ -10,6 +10,7 @@
 //! - [`server`]: the TLS listener, the auth and fan-out layers, the API handlers.
 //! - [`system`]: read-only views of /proc and the kernel log.
 //! - [`files`]: the config's files, written below the platform's root.
+//! - [`kernel_security`]: the KSPP command line and sysctls, checked and applied.
 //!
 //! [`run`] is the boot sequence: platform set-up, configuration, identity, services,
 //! API; then it waits for a reboot or shutdown request and stops everything in order.
@@ -19,6 +20,7 @@ pub mod agent;
 pub mod config_store;
 pub mod files;
 pub mod identity;
+pub mod kernel_security;
 pub mod platform;
 pub mod server;
 pub mod supervisor;

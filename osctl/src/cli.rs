@@ -121,6 +121,13 @@ pub enum Command {
         #[command(flatten)]
         apply: ApplyArgs,
     },
+    /// Check the running kernel against the hardening policy (KSPP command line and
+    /// sysctls).
+    KernelSecurity {
+        /// Show only what is not met.
+        #[arg(long)]
+        unmet: bool,
+    },
     /// Read a resource from the nodes.
     Get {
         /// The resource.

@@ -58,10 +58,13 @@ impl Platform for ProcessPlatform {
     }
 
     fn apply_sysctls(&self, sysctls: &BTreeMap<String, String>) -> Vec<String> {
-        sysctls
-            .keys()
-            .map(|key| format!("sysctl {key} is not applied on the process platform"))
-            .collect()
+        // The host's kernel is not ours to change.
+        match sysctls.len() {
+            0 => Vec::new(),
+            n => vec![format!(
+                "{n} sysctls are not applied on the process platform (the host's kernel is not the node's)"
+            )],
+        }
     }
 
     fn reboot(&self) -> Result<Infallible, PlatformError> {

@@ -75,6 +75,10 @@ pub const MACHINE_API: &[Access] = &[
         "/machine.v1alpha1.MachineService/GenerateClientConfiguration",
         Role::Admin,
     ),
+    unary(
+        "/machine.v1alpha1.MachineService/KernelSecurity",
+        Role::Reader,
+    ),
 ];
 
 /// The entry of an RPC path, if it is one of ours.

@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status};
 
 use super::auth::Caller;
 use crate::agent::{Agent, ApplyError, ApplyMode as Mode, ApplyOutcome, Boot, Lifecycle};
+use crate::kernel_security;
 use crate::platform::Platform;
 use crate::supervisor::Health;
 use crate::system::{kmsg, meminfo, mounts, processes};
@@ -567,6 +568,40 @@ impl MachineService for MachineApi {
                 ca: authority.cert_pem().as_bytes().to_vec(),
                 crt: issued.cert_pem.into_bytes(),
                 key: issued.key_pem.into_bytes(),
+            }],
+        }))
+    }
+    async fn kernel_security(
+        &self,
+        _: Request<KernelSecurityRequest>,
+    ) -> Result<Response<KernelSecurityResponse>, Status> {
+        let kernel = nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let cmdline =
+            std::fs::read_to_string("/proc/cmdline").map_err(io_status("reading /proc/cmdline"))?;
+        let checks = kernel_security::check(
+            kernel_security::policy(),
+            &kernel,
+            &cmdline,
+            kernel_security::read_sysctl,
+        )
+        .into_iter()
+        .map(|finding| KernelCheck {
+            kind: finding.kind.as_str().into(),
+            name: finding.name,
+            want: finding.want,
+            present: finding.got.is_some(),
+            got: finding.got.unwrap_or_default(),
+            status: finding.status.as_str().into(),
+            reason: finding.reason,
+        })
+        .collect();
+        Ok(Response::new(KernelSecurityResponse {
+            messages: vec![KernelSecurityReport {
+                metadata: self.metadata().await,
+                kernel,
+                checks,
             }],
         }))
     }

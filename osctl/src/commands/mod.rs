@@ -108,6 +108,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Mounts => node::mounts(&session).await,
         Command::ApplyConfig { file, apply } => node::apply_config(&session, &file, &apply).await,
         Command::Patch { patches, apply } => node::patch(&session, &patches, &apply).await,
+        Command::KernelSecurity { unmet } => node::kernel_security(&session, unmet).await,
         Command::Get {
             resource: Resource::Config,
         } => node::get_config(&session).await,

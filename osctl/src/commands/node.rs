@@ -39,6 +39,7 @@ from_node!(
     MemInfo,
     ProcessList,
     MountList,
+    KernelSecurityReport,
     ApplyConfiguration,
     Configuration,
     ClientConfiguration
@@ -761,6 +762,67 @@ pub async fn patch(session: &Session, patches: &[String], apply: &ApplyArgs) -> 
         .await
         .map_err(call_failed("patch"))?;
     apply_rows(session, apply.dry_run, reply.into_inner())
+}
+
+#[derive(Debug, Serialize)]
+struct KernelCheckRow {
+    kind: String,
+    name: String,
+    want: String,
+    got: Option<String>,
+    status: String,
+    reason: String,
+}
+
+impl Row for KernelCheckRow {
+    fn headers() -> &'static [&'static str] {
+        &["KIND", "NAME", "WANT", "GOT", "STATUS"]
+    }
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.kind.clone(),
+            self.name.clone(),
+            self.want.clone(),
+            self.got.clone().unwrap_or_else(|| "-".into()),
+            self.status.clone(),
+        ]
+    }
+}
+
+/// `osctl kernel-security [--unmet]`: fails when anything required is unmet.
+pub async fn kernel_security(session: &Session, unmet_only: bool) -> anyhow::Result<()> {
+    let conn = session.connect().await?;
+    let reply = conn
+        .client
+        .clone()
+        .kernel_security(conn.request(KernelSecurityRequest {}))
+        .await
+        .map_err(call_failed("kernel-security"))?;
+    let rows = node_rows(reply.into_inner().messages, |report| {
+        report
+            .checks
+            .into_iter()
+            .filter(|c| !unmet_only || c.status == "unmet")
+            .map(|c| KernelCheckRow {
+                got: c.present.then_some(c.got),
+                kind: c.kind,
+                name: c.name,
+                want: c.want,
+                status: c.status,
+                reason: c.reason,
+            })
+            .collect()
+    });
+    finish(session, &rows)?;
+    let unmet = rows
+        .iter()
+        .filter_map(|r| r.data.as_ref())
+        .filter(|c| c.status == "unmet")
+        .count();
+    if unmet > 0 {
+        bail!("{unmet} hardening setting(s) unmet");
+    }
+    Ok(())
 }
 
 #[derive(Debug, Serialize)]
