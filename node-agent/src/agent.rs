@@ -136,6 +136,11 @@ impl Agent {
         self.running.read().await.clone()
     }
 
+    /// Control plane or worker.
+    pub async fn machine_type(&self) -> machine_config::MachineType {
+        self.running.read().await.config.machine.machine_type
+    }
+
     /// The name every reply carries.
     pub async fn hostname(&self) -> String {
         self.running.read().await.hostname()

@@ -27,8 +27,11 @@ const DEFAULT_CLIENT_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Default timeout of a `try` apply.
 const DEFAULT_TRY_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Lines sent per stream message when replaying a log.
+/// Lines sent per stream message when replaying the kernel log.
 const LINES_PER_MESSAGE: usize = 256;
+
+/// Size of a stream message when replaying a service log (cut at a line end).
+const CHUNK_BYTES: usize = 64 * 1024;
 
 /// What ServiceStart, ServiceStop and ServiceRestart ask of the supervisor.
 #[derive(Debug, Clone, Copy)]
@@ -179,7 +182,7 @@ impl MachineService for MachineApi {
         &self,
         _: Request<VersionRequest>,
     ) -> Result<Response<VersionResponse>, Status> {
-        let machine_type = self.agent.config().await.config.machine.machine_type;
+        let machine_type = self.agent.machine_type().await;
         Ok(Response::new(VersionResponse {
             messages: vec![VersionInfo {
                 metadata: self.metadata().await,
@@ -298,16 +301,22 @@ impl MachineService for MachineApi {
             None
         };
         let tail = usize::try_from(request.tail_lines).unwrap_or(usize::MAX);
-        let lines = supervisor
+        let history = supervisor
             .tail(&request.service, tail)
             .await
             .map_err(Self::supervisor_status)?;
         let metadata = self.metadata().await;
-        let chunks: Vec<Result<Data, Status>> = lines
-            .chunks(LINES_PER_MESSAGE)
-            .map(|chunk| Ok(data(&metadata, chunk.iter().map(String::as_str))))
-            .collect();
-        let replay = stream::iter(chunks);
+        // Messages are made as the client reads them: one chunk in memory at a time
+        // besides the history itself.
+        let replay = stream::iter(line_chunks(history, CHUNK_BYTES).map({
+            let metadata = metadata.clone();
+            move |bytes| {
+                Ok(Data {
+                    metadata: metadata.clone(),
+                    bytes,
+                })
+            }
+        }));
         let Some(receiver) = follow else {
             return Ok(Response::new(replay.boxed()));
         };
@@ -607,8 +616,27 @@ impl MachineService for MachineApi {
     }
 }
 
+/// Cuts `history` into pieces of at most `size` bytes that end at line ends (a line
+/// longer than `size` is cut where it must be).
+fn line_chunks(history: Vec<u8>, size: usize) -> impl Iterator<Item = Vec<u8>> {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        if start >= history.len() {
+            return None;
+        }
+        let limit = (start + size).min(history.len());
+        let end = match history[start..limit].iter().rposition(|&b| b == b'\n') {
+            Some(newline) if limit < history.len() => start + newline + 1,
+            _ => limit,
+        };
+        let chunk = history[start..end].to_vec();
+        start = end;
+        Some(chunk)
+    })
+}
+
 fn data<'a>(metadata: &Option<NodeMetadata>, lines: impl Iterator<Item = &'a str>) -> Data {
-    let mut bytes = Vec::new();
+    let mut bytes = Vec::with_capacity(4096);
     for line in lines {
         bytes.extend_from_slice(line.as_bytes());
         bytes.push(b'\n');
@@ -616,5 +644,28 @@ fn data<'a>(metadata: &Option<NodeMetadata>, lines: impl Iterator<Item = &'a str
     Data {
         metadata: metadata.clone(),
         bytes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::line_chunks;
+
+    #[test]
+    fn chunks_end_at_line_ends_and_cover_everything() {
+        let history = b"aaaa\nbb\ncccccc\nd\n".to_vec();
+        let chunks: Vec<Vec<u8>> = line_chunks(history.clone(), 8).collect();
+        assert_eq!(
+            chunks,
+            vec![
+                b"aaaa\nbb\n".to_vec(),
+                b"cccccc\n".to_vec(),
+                b"d\n".to_vec()
+            ]
+        );
+        assert_eq!(chunks.concat(), history);
+        let long: Vec<Vec<u8>> = line_chunks(b"0123456789\n".to_vec(), 4).collect();
+        assert_eq!(long.concat(), b"0123456789\n");
+        assert_eq!(line_chunks(Vec::new(), 4).count(), 0);
     }
 }

@@ -8,7 +8,6 @@
 //! service never uses more than `limit * (kept + 1)` bytes (plus one line) of disk.
 //! Lines longer than [`MAX_LINE`] bytes are split.
 
-use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -65,34 +64,38 @@ impl LogSink {
         self.lines.subscribe()
     }
 
-    /// The last `n` lines across the current and rotated files, oldest first.
+    /// The bytes of the last `n` lines across the current and rotated files, oldest
+    /// first, each ending in a newline. Only the files needed are read, and lines stay
+    /// bytes: no per-line allocation or UTF-8 check (a service may print anything).
     /// Blocking: call it from `spawn_blocking`.
-    pub(super) fn tail(&self, n: usize) -> io::Result<Vec<String>> {
+    pub(super) fn tail(&self, n: usize) -> io::Result<Vec<u8>> {
         // Holding the lock keeps rotation from renaming files under our feet.
         let mut file = lock(&self.file);
         file.flush(&self.name);
-        let mut out = VecDeque::new();
+        let mut pieces = Vec::new(); // newest file first
+        let mut wanted = n;
         for index in 0..=file.kept {
-            if out.len() >= n {
+            if wanted == 0 {
                 break;
             }
-            let data = match fs::read(file.numbered(index)) {
+            let mut data = match fs::read(file.numbered(index)) {
                 Ok(data) => data,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
             };
-            let data = data.strip_suffix(b"\n").unwrap_or(&data);
             if data.is_empty() {
                 continue;
             }
-            for line in data.split(|&b| b == b'\n').rev() {
-                if out.len() >= n {
-                    break;
-                }
-                out.push_front(String::from_utf8_lossy(line).into_owned());
+            if data.last() != Some(&b'\n') {
+                data.push(b'\n');
             }
+            let (start, lines) = last_lines(&data, wanted);
+            wanted -= lines;
+            data.drain(..start);
+            pieces.push(data);
         }
-        Ok(out.into())
+        pieces.reverse();
+        Ok(pieces.concat())
     }
 
     /// Copies a pipe of the service (stdout or stderr) into the log until end of file.
@@ -250,6 +253,31 @@ impl RotatingFile {
     }
 }
 
+/// Where the last `n` lines of `data` (which ends in a newline) begin, and how many
+/// lines that is (fewer than `n` when `data` has fewer).
+fn last_lines(data: &[u8], n: usize) -> (usize, usize) {
+    let mut found = 0;
+    // Skip the final newline: each newline before it closes one earlier line.
+    for (i, &byte) in data[..data.len() - 1].iter().enumerate().rev() {
+        if byte == b'\n' {
+            found += 1;
+            if found == n {
+                return (i + 1, n);
+            }
+        }
+    }
+    (0, found + 1)
+}
+
+/// The lines of a [`LogSink::tail`], for assertions.
+#[cfg(test)]
+pub(super) fn lines_of(tail: Vec<u8>) -> Vec<String> {
+    String::from_utf8_lossy(&tail)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,7 +298,7 @@ mod tests {
         let long = vec![b'x'; MAX_LINE + 10];
         log.write_chunk(&mut partial, &long);
         log.write_chunk(&mut partial, b"\n");
-        let lines = log.tail(10).expect("tail");
+        let lines = lines_of(log.tail(10).expect("tail"));
         assert_eq!(lines.len(), 5);
         assert_eq!(lines[..3], ["one", "two", "three"]);
         assert_eq!(lines[3].len(), MAX_LINE);
@@ -296,11 +324,20 @@ mod tests {
         assert!(total <= 300);
         assert!(!lock(&log.file).numbered(3).exists());
         // 10 lines of 10 bytes per file: the last 30 lines survive, in order.
-        let lines = log.tail(1000).expect("tail");
+        let lines = lines_of(log.tail(1000).expect("tail"));
         let expected: Vec<String> = (970..1000).map(|i| format!("line {i:04}")).collect();
         assert_eq!(lines, expected);
-        assert_eq!(log.tail(3).expect("tail"), expected[27..]);
-        assert!(log.tail(0).expect("tail").is_empty());
+        assert_eq!(lines_of(log.tail(3).expect("tail")), expected[27..]);
+        assert!(lines_of(log.tail(0).expect("tail")).is_empty());
+    }
+
+    #[test]
+    fn last_lines_finds_where_the_tail_begins() {
+        assert_eq!(last_lines(b"a\nb\nc\n", 1), (4, 1));
+        assert_eq!(last_lines(b"a\nb\nc\n", 2), (2, 2));
+        assert_eq!(last_lines(b"a\nb\nc\n", 3), (0, 3));
+        assert_eq!(last_lines(b"a\nb\nc\n", 9), (0, 3));
+        assert_eq!(last_lines(b"\n", 1), (0, 1));
     }
 
     #[test]
@@ -309,7 +346,7 @@ mod tests {
         fs::write(dir.path().join("svc.log"), "old\n").expect("write");
         let log = sink(dir.path(), 1 << 20, 2);
         log.write_chunk(&mut Vec::new(), b"new\n");
-        assert_eq!(log.tail(5).expect("tail"), ["old", "new"]);
+        assert_eq!(lines_of(log.tail(5).expect("tail")), ["old", "new"]);
     }
 
     #[test]
@@ -317,6 +354,6 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = sink(dir.path(), 10, 0);
         log.write_chunk(&mut Vec::new(), b"aaaa\nbbbb\ncccc\n");
-        assert_eq!(log.tail(5).expect("tail"), ["cccc"]);
+        assert_eq!(lines_of(log.tail(5).expect("tail")), ["cccc"]);
     }
 }

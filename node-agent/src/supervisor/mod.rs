@@ -300,7 +300,7 @@ impl Supervisor {
     }
 
     /// The last `lines` lines of service `name`'s log, across rotated files, oldest first.
-    pub async fn tail(&self, name: &str, lines: usize) -> Result<Vec<String>> {
+    pub async fn tail(&self, name: &str, lines: usize) -> Result<Vec<u8>> {
         let log = Arc::clone(&self.shared.entry(name)?.log);
         let what = format!("reading {}", log.path().display());
         tokio::task::spawn_blocking(move || log.tail(lines))

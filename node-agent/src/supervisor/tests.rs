@@ -12,6 +12,7 @@ use machine_config::{HealthCheck, HumanDuration, RestartPolicy, ServiceSpec};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 
+use super::logs::lines_of;
 use super::*;
 
 fn ms(millis: u64) -> Duration {
@@ -114,7 +115,7 @@ async fn wait_state(sup: &Supervisor, name: &str, state: ServiceState) -> Servic
 /// Polls the log of `name` until its last line is `line`; returns all its lines.
 async fn wait_last_line(sup: &Supervisor, name: &str, line: &str) -> Vec<String> {
     poll(&format!("{name}: line {line:?}"), async || {
-        let lines = sup.tail(name, usize::MAX).await.expect("tail");
+        let lines = lines_of(sup.tail(name, usize::MAX).await.expect("tail"));
         if lines.last().is_some_and(|last| last == line) {
             Ok(lines)
         } else {
@@ -358,7 +359,7 @@ async fn tail_returns_the_last_lines_across_rotated_files() {
         .await;
     let all = wait_last_line(&sup, "count", "stderr").await;
     assert_eq!(
-        sup.tail("count", 3).await.expect("tail"),
+        lines_of(sup.tail("count", 3).await.expect("tail")),
         ["line 99", "line 100", "stderr"]
     );
     // Everything still on disk, contiguous and oldest first, beyond one 200-byte file.
@@ -430,7 +431,7 @@ async fn orphaned_grandchildren_are_reaped() {
     sup.reconcile(&[with_restart(sh("parent", script), RestartPolicy::Never)])
         .await;
     wait_state(&sup, "parent", ServiceState::Finished).await;
-    let lines = sup.tail("parent", 1).await.expect("tail");
+    let lines = lines_of(sup.tail("parent", 1).await.expect("tail"));
     let grandchild: u32 = lines[0].parse().expect("the grandchild's pid");
     poll("the grandchild to be reaped", async || {
         if alive(grandchild) {
