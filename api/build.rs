@@ -14,6 +14,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // the maintenance-mode server implements only Version and ApplyConfiguration.
     tonic_prost_build::configure()
         .generate_default_stubs(true)
+        // Log and kernel-log chunks are slices of one buffer, not copies.
+        .bytes(".machine.v1alpha1.Data")
         .compile_fds(descriptors)?;
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");

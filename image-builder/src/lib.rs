@@ -10,10 +10,14 @@
 //! - [`check`]: one result per recommendation, and the [`Score`].
 //! - [`report`]: the table and JSON renderings.
 //! - [`fragment`]: whether the fragment states every requirement.
+//! - [`build`]: `image-builder build`, the node image (kernel, initramfs, root image,
+//!   disk) from Debian packages and the agent; see docs/image.md.
 //!
-//! The library does no I/O; the `image-builder` binary reads the files.
+//! Apart from [`build`], which downloads packages and runs tools, the library does no
+//! I/O; the `image-builder` binary reads the files.
 #![deny(missing_docs)]
 
+pub mod build;
 pub mod check;
 pub mod fragment;
 pub mod report;

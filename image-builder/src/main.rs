@@ -1,4 +1,4 @@
-//! `image-builder`: builds node images. Subcommands: `kernel-check`.
+//! `image-builder`: builds node images. Subcommands: `build`, `kernel-check`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
+use image_builder::build::{self, DiskFormat, KernelSource};
 use image_builder::{Format, KernelConfig, Recommendations, check, render};
 
 #[derive(Parser)]
@@ -17,6 +18,35 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Builds a node image: kernel, initramfs, root image, disk and manifest.
+    ///
+    /// Downloads the Debian packages (kernel, containerd, runc, their libraries,
+    /// ca-certificates, systemd-boot-efi) with apt-get into the cache; needs
+    /// dpkg-deb, depmod, zstd, mksquashfs, sgdisk, mkfs.fat, mcopy, mkfs.ext4 and, for
+    /// qcow2, qemu-img. See docs/image.md.
+    Build {
+        /// The kernel image package (default: the one linux-image-amd64 depends on).
+        #[arg(long, value_name = "PKG", conflicts_with = "kernel")]
+        kernel_package: Option<String>,
+        /// A local kernel image .deb instead of a package of the archive.
+        #[arg(long, value_name = "PATH")]
+        kernel: Option<PathBuf>,
+        /// The statically linked node agent, installed as /init.
+        #[arg(long, value_name = "PATH")]
+        agent: PathBuf,
+        /// The output directory (must not exist, or be empty).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Disk image formats.
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "raw")]
+        format: Vec<DiskFormatArg>,
+        /// The package cache.
+        #[arg(long, value_name = "DIR", env = "IMAGE_BUILDER_CACHE", default_value = build::DEFAULT_CACHE)]
+        cache: PathBuf,
+        /// The timestamp of every file of the image.
+        #[arg(long, env = "SOURCE_DATE_EPOCH", default_value_t = build::DEFAULT_SOURCE_DATE_EPOCH)]
+        source_date_epoch: u64,
+    },
     /// Checks a kernel .config against the KSPP hardening recommendations.
     ///
     /// Prints every recommendation as met, not met, exception (with our reason) or n/a
@@ -33,6 +63,12 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         data: Option<PathBuf>,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DiskFormatArg {
+    Raw,
+    Qcow2,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -53,6 +89,37 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Build {
+            kernel_package,
+            kernel,
+            agent,
+            out,
+            format,
+            cache,
+            source_date_epoch,
+        } => {
+            let kernel = match (kernel_package, kernel) {
+                (Some(name), _) => KernelSource::Package(name),
+                (None, Some(path)) => KernelSource::Deb(path),
+                (None, None) => KernelSource::Default,
+            };
+            let formats = format
+                .into_iter()
+                .map(|f| match f {
+                    DiskFormatArg::Raw => DiskFormat::Raw,
+                    DiskFormatArg::Qcow2 => DiskFormat::Qcow2,
+                })
+                .collect();
+            build::build(&build::Options {
+                kernel,
+                agent,
+                out,
+                formats,
+                cache,
+                source_date_epoch,
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::KernelCheck {
             config,
             output,

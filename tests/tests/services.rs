@@ -144,7 +144,7 @@ fn following_a_log_streams_lines_written_after_the_call() {
                 .expect("a line within 5 s")
                 .unwrap()
                 .expect("the stream stays open");
-            for line in String::from_utf8(data.bytes).unwrap().lines() {
+            for line in std::str::from_utf8(&data.bytes).unwrap().lines() {
                 numbers.push(line.trim_start_matches("line ").parse::<u32>().unwrap());
             }
         }

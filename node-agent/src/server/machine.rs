@@ -617,8 +617,9 @@ impl MachineService for MachineApi {
 }
 
 /// Cuts `history` into pieces of at most `size` bytes that end at line ends (a line
-/// longer than `size` is cut where it must be).
-fn line_chunks(history: Vec<u8>, size: usize) -> impl Iterator<Item = Vec<u8>> {
+/// longer than `size` is cut where it must be); the pieces share `history`'s buffer.
+fn line_chunks(history: Vec<u8>, size: usize) -> impl Iterator<Item = bytes::Bytes> {
+    let history = bytes::Bytes::from(history);
     let mut start = 0;
     std::iter::from_fn(move || {
         if start >= history.len() {
@@ -629,7 +630,7 @@ fn line_chunks(history: Vec<u8>, size: usize) -> impl Iterator<Item = Vec<u8>> {
             Some(newline) if limit < history.len() => start + newline + 1,
             _ => limit,
         };
-        let chunk = history[start..end].to_vec();
+        let chunk = history.slice(start..end);
         start = end;
         Some(chunk)
     })
@@ -643,7 +644,7 @@ fn data<'a>(metadata: &Option<NodeMetadata>, lines: impl Iterator<Item = &'a str
     }
     Data {
         metadata: metadata.clone(),
-        bytes,
+        bytes: bytes.into(),
     }
 }
 
@@ -654,7 +655,7 @@ mod tests {
     #[test]
     fn chunks_end_at_line_ends_and_cover_everything() {
         let history = b"aaaa\nbb\ncccccc\nd\n".to_vec();
-        let chunks: Vec<Vec<u8>> = line_chunks(history.clone(), 8).collect();
+        let chunks: Vec<bytes::Bytes> = line_chunks(history.clone(), 8).collect();
         assert_eq!(
             chunks,
             vec![
@@ -664,7 +665,7 @@ mod tests {
             ]
         );
         assert_eq!(chunks.concat(), history);
-        let long: Vec<Vec<u8>> = line_chunks(b"0123456789\n".to_vec(), 4).collect();
+        let long: Vec<bytes::Bytes> = line_chunks(b"0123456789\n".to_vec(), 4).collect();
         assert_eq!(long.concat(), b"0123456789\n");
         assert_eq!(line_chunks(Vec::new(), 4).count(), 0);
     }

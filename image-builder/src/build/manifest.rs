@@ -1,0 +1,156 @@
+//! `manifest.json`: what went into an image and what came out.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::Path;
+
+use ring::digest::{Context, SHA256};
+use serde::{Deserialize, Serialize};
+
+use super::error::{IoContext, Result};
+
+/// One input: a Debian package or a file given on the command line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Input {
+    /// The package name (`containerd`), or the role of a file (`node-agent`).
+    pub name: String,
+    /// The package version; `None` for files.
+    pub version: Option<String>,
+    /// The sha256 of the `.deb` or the file, in hex.
+    pub sha256: String,
+}
+
+/// One output file of the image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Output {
+    /// The file name inside the output directory.
+    pub file: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its sha256, in hex.
+    pub sha256: String,
+}
+
+/// The manifest of one build.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The timestamp every file and filesystem of the image carries.
+    pub source_date_epoch: u64,
+    /// The kernel release (`uname -r`) of the image.
+    pub kernel_release: String,
+    /// The inputs, sorted by name.
+    pub inputs: Vec<Input>,
+    /// The outputs, sorted by file name (`manifest.json` itself is not listed).
+    pub outputs: Vec<Output>,
+}
+
+impl Manifest {
+    /// A manifest with the inputs and outputs sorted.
+    pub fn new(
+        source_date_epoch: u64,
+        kernel_release: String,
+        mut inputs: Vec<Input>,
+        mut outputs: Vec<Output>,
+    ) -> Self {
+        inputs.sort_by(|a, b| a.name.cmp(&b.name));
+        outputs.sort_by(|a, b| a.file.cmp(&b.file));
+        Self {
+            source_date_epoch,
+            kernel_release,
+            inputs,
+            outputs,
+        }
+    }
+
+    /// The pretty-printed JSON, with a final newline.
+    pub fn to_json(&self) -> String {
+        let mut text = serde_json::to_string_pretty(self).expect("a manifest serializes");
+        text.push('\n');
+        text
+    }
+}
+
+/// The sha256 of a byte string, in hex.
+pub fn sha256_bytes(data: &[u8]) -> String {
+    hex(ring::digest::digest(&SHA256, data).as_ref())
+}
+
+/// The sha256 and size of a file, streamed.
+pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
+    let mut file = File::open(path).at(path)?;
+    let mut context = Context::new(&SHA256);
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let read = match file.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(read) => read,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err).at(path),
+        };
+        context.update(&buffer[..read]);
+        size += read as u64;
+    }
+    Ok((hex(context.finish().as_ref()), size))
+}
+
+/// The [`Output`] record of `file` in `dir`.
+pub fn output(dir: &Path, file: &str) -> Result<Output> {
+    let (sha256, size) = sha256_file(&dir.join(file))?;
+    Ok(Output {
+        file: file.to_owned(),
+        size,
+        sha256,
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256_matches_the_known_vector() {
+        assert_eq!(
+            sha256_bytes(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn files_hash_like_their_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a"), vec![7u8; 3 << 20]).unwrap();
+        let out = output(dir.path(), "a").unwrap();
+        assert_eq!(out.size, 3 << 20);
+        assert_eq!(out.sha256, sha256_bytes(&vec![7u8; 3 << 20]));
+    }
+
+    #[test]
+    fn manifests_are_sorted_and_round_trip() {
+        let input = |name: &str| Input {
+            name: name.into(),
+            version: Some("1".into()),
+            sha256: "00".into(),
+        };
+        let output = |file: &str| Output {
+            file: file.into(),
+            size: 1,
+            sha256: "11".into(),
+        };
+        let manifest = Manifest::new(
+            5,
+            "6.1.0-1-amd64".into(),
+            vec![input("runc"), input("containerd")],
+            vec![output("vmlinuz"), output("disk.raw")],
+        );
+        assert_eq!(manifest.inputs[0].name, "containerd");
+        assert_eq!(manifest.outputs[0].file, "disk.raw");
+        let json = manifest.to_json();
+        assert!(json.ends_with("}\n"));
+        assert_eq!(serde_json::from_str::<Manifest>(&json).unwrap(), manifest);
+    }
+}
