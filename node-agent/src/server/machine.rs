@@ -290,21 +290,22 @@ impl MachineService for MachineApi {
     ) -> Result<Response<BoxStream<'static, Result<Data, Status>>>, Status> {
         let request = request.into_inner();
         let supervisor = &self.agent.supervisor;
-        // Subscribe before reading the tail, so no line falls between the two.
-        let follow = if request.follow {
-            Some(
-                supervisor
-                    .follow(&request.service)
-                    .map_err(Self::supervisor_status)?,
-            )
-        } else {
-            None
-        };
         let tail = usize::try_from(request.tail_lines).unwrap_or(usize::MAX);
-        let history = supervisor
-            .tail(&request.service, tail)
-            .await
-            .map_err(Self::supervisor_status)?;
+        // With follow, history and subscription come from one step: no line is lost
+        // or repeated between them.
+        let (history, follow) = if request.follow {
+            let (history, receiver) = supervisor
+                .follow(&request.service, tail)
+                .await
+                .map_err(Self::supervisor_status)?;
+            (history, Some(receiver))
+        } else {
+            let history = supervisor
+                .tail(&request.service, tail)
+                .await
+                .map_err(Self::supervisor_status)?;
+            (history, None)
+        };
         let metadata = self.metadata().await;
         // Messages are made as the client reads them: one chunk in memory at a time
         // besides the history itself.

@@ -59,9 +59,17 @@ impl LogSink {
         lock(&self.file).path.clone()
     }
 
-    /// A receiver of every line written from now on.
-    pub(super) fn follow(&self) -> broadcast::Receiver<String> {
-        self.lines.subscribe()
+    /// The bytes of the last `n` lines (see [`LogSink::tail`]) and a receiver of every
+    /// line written after them: both taken under the lock the writer holds while it
+    /// writes and publishes a line, so no line is lost or repeated between the two.
+    /// Blocking: call it from `spawn_blocking`.
+    pub(super) fn tail_and_follow(
+        &self,
+        n: usize,
+    ) -> io::Result<(Vec<u8>, broadcast::Receiver<String>)> {
+        let mut file = lock(&self.file);
+        let history = self.read_tail(&mut file, n)?;
+        Ok((history, self.lines.subscribe()))
     }
 
     /// The bytes of the last `n` lines across the current and rotated files, oldest
@@ -71,6 +79,10 @@ impl LogSink {
     pub(super) fn tail(&self, n: usize) -> io::Result<Vec<u8>> {
         // Holding the lock keeps rotation from renaming files under our feet.
         let mut file = lock(&self.file);
+        self.read_tail(&mut file, n)
+    }
+
+    fn read_tail(&self, file: &mut RotatingFile, n: usize) -> io::Result<Vec<u8>> {
         file.flush(&self.name);
         let mut pieces = Vec::new(); // newest file first
         let mut wanted = n;

@@ -301,19 +301,35 @@ impl Supervisor {
 
     /// The last `lines` lines of service `name`'s log, across rotated files, oldest first.
     pub async fn tail(&self, name: &str, lines: usize) -> Result<Vec<u8>> {
+        self.read_log(name, move |log| log.tail(lines)).await
+    }
+
+    /// The last `lines` lines of service `name`'s log (as [`Supervisor::tail`]) and a
+    /// live feed of every line it prints after them, with nothing lost or repeated in
+    /// between (a lagging receiver gets `RecvError::Lagged` and continues with newer
+    /// lines).
+    pub async fn follow(
+        &self,
+        name: &str,
+        lines: usize,
+    ) -> Result<(Vec<u8>, broadcast::Receiver<String>)> {
+        self.read_log(name, move |log| log.tail_and_follow(lines))
+            .await
+    }
+
+    /// Runs `read` on service `name`'s log on a blocking thread (it reads files).
+    async fn read_log<T: Send + 'static>(
+        &self,
+        name: &str,
+        read: impl FnOnce(&LogSink) -> io::Result<T> + Send + 'static,
+    ) -> Result<T> {
         let log = Arc::clone(&self.shared.entry(name)?.log);
         let what = format!("reading {}", log.path().display());
-        tokio::task::spawn_blocking(move || log.tail(lines))
+        tokio::task::spawn_blocking(move || read(&log))
             .await
             .map_err(io::Error::other)
             .and_then(|read| read)
             .map_err(|e| Error::io(name, what, e))
-    }
-
-    /// A live feed of the lines service `name` prints from now on (a lagging receiver
-    /// gets `RecvError::Lagged` and continues with newer lines).
-    pub fn follow(&self, name: &str) -> Result<broadcast::Receiver<String>> {
-        Ok(self.shared.entry(name)?.log.follow())
     }
 
     /// CPU time and memory of service `name`: from its cgroup when it has one, else

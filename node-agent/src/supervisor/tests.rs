@@ -377,7 +377,7 @@ async fn follow_receives_new_lines() {
     let (_dir, sup) = setup();
     sup.reconcile(&[sh("ticker", "while :; do echo tick; sleep 0.05; done")])
         .await;
-    let mut lines = sup.follow("ticker").expect("follow");
+    let (_, mut lines) = sup.follow("ticker", 0).await.expect("follow");
     let line = tokio::time::timeout(Duration::from_secs(5), lines.recv())
         .await
         .expect("a line in time")
@@ -538,7 +538,7 @@ async fn unknown_services_are_errors() {
     assert!(sup.status("x").is_err());
     assert!(sup.log_path("x").is_err());
     assert!(sup.tail("x", 1).await.is_err());
-    assert!(sup.follow("x").is_err());
+    assert!(sup.follow("x", 0).await.is_err());
     assert!(sup.stats("x").is_err());
 }
 
