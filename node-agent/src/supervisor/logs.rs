@@ -25,6 +25,9 @@ use super::lock;
 /// The longest line stored as one line; longer output is cut into pieces of this size.
 pub(super) const MAX_LINE: usize = 16 * 1024;
 
+/// Read buffer per service pipe (two per service).
+const PIPE_BUFFER: usize = 16 * 1024;
+
 /// Lines a slow follower may lag behind before it misses some.
 const FOLLOW_BUFFER: usize = 1024;
 
@@ -119,7 +122,9 @@ impl LogSink {
                 return;
             }
         };
-        let mut reader = BufReader::with_capacity(64 * 1024, pipe);
+        // Lines are assembled in `partial`, so the read buffer only sets the syscall
+        // size; a small one keeps the per-service memory low.
+        let mut reader = BufReader::with_capacity(PIPE_BUFFER, pipe);
         let mut partial = Vec::new();
         loop {
             let chunk = match reader.fill_buf().await {
