@@ -210,3 +210,66 @@ impl AsyncWrite for Replayed {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
+
+/// Translates a connection error's innermost cause into advice for the user: the
+/// TLS alert a node sent (and what it means), or the socket error. Shared by osctl and
+/// the agent's fan-out, so a failed node reads the same either way.
+pub fn explain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    let mut rustls_error = None;
+    let mut io_error = None;
+    loop {
+        if let Some(e) = cause.downcast_ref::<rustls::Error>() {
+            rustls_error = Some(e.clone());
+        }
+        if let Some(e) = cause.downcast_ref::<std::io::Error>() {
+            if let Some(inner) = e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            {
+                rustls_error = Some(inner.clone());
+            }
+            io_error = Some((e.kind(), e.to_string()));
+        }
+        match cause.source() {
+            Some(next) => cause = next,
+            None => break,
+        }
+    }
+    if let Some(e) = rustls_error {
+        return explain_tls(&e);
+    }
+    match io_error {
+        Some((std::io::ErrorKind::ConnectionRefused, _)) => {
+            "connection refused: is the node up and its API listening?".into()
+        }
+        Some((std::io::ErrorKind::TimedOut, text)) => format!("{text}: the node did not answer"),
+        Some((_, text)) => text,
+        None => cause.to_string(),
+    }
+}
+
+fn explain_tls(error: &rustls::Error) -> String {
+    use rustls::{AlertDescription as Alert, CertificateError, Error};
+    match error {
+        Error::AlertReceived(Alert::CertificateRequired) => {
+            "TLS refused by the node: a client certificate is required".into()
+        }
+        Error::AlertReceived(Alert::UnknownCA) | Error::AlertReceived(Alert::BadCertificate) => {
+            "TLS refused by the node: our client certificate is not signed by the cluster CA".into()
+        }
+        Error::AlertReceived(Alert::CertificateExpired) => {
+            "TLS refused by the node: our client certificate has expired; get a new one with `osctl config new`".into()
+        }
+        Error::AlertReceived(Alert::ProtocolVersion) => "TLS refused by the node: it accepts TLS 1.3 only".into(),
+        Error::AlertReceived(alert) => format!("TLS refused by the node: {alert:?}"),
+        Error::InvalidCertificate(CertificateError::UnknownIssuer | CertificateError::BadSignature) => {
+            "TLS: the node's certificate is not signed by this context's CA (wrong context?)".into()
+        }
+        Error::InvalidCertificate(CertificateError::Expired) => "TLS: the node's certificate has expired".into(),
+        Error::InvalidCertificate(CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. }) => {
+            "TLS: the node's certificate does not name this address (add it to machine.certSANs)".into()
+        }
+        other => format!("TLS: {other}"),
+    }
+}

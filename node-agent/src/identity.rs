@@ -184,7 +184,7 @@ async fn request_certificate(
 ) -> Result<String, String> {
     let channel = api::transport::connect(endpoint, tls, Duration::from_secs(3))
         .await
-        .map_err(|e| crate::server::fanout::describe_transport_error(&e))?;
+        .map_err(|e| api::transport::explain(&e))?;
     let reply = TrustServiceClient::new(channel)
         .sign_certificate(SignCertificateRequest {
             csr: csr.as_bytes().to_vec(),

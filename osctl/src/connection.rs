@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use api::machine::machine_service_client::MachineServiceClient;
-use api::transport::NodeAddress;
+use api::transport::{NodeAddress, explain};
 use tonic::transport::Channel;
 
 use crate::client_config::Context;
@@ -161,66 +161,5 @@ pub fn explain_status(status: &tonic::Status) -> String {
         tonic::Code::PermissionDenied => format!("permission denied: {}", status.message()),
         tonic::Code::Unauthenticated => format!("not authenticated: {}", status.message()),
         _ => status.message().to_owned(),
-    }
-}
-
-/// Translates a connection error's innermost cause into advice.
-pub fn explain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = error;
-    let mut rustls_error = None;
-    let mut io_error = None;
-    loop {
-        if let Some(e) = cause.downcast_ref::<rustls::Error>() {
-            rustls_error = Some(e.clone());
-        }
-        if let Some(e) = cause.downcast_ref::<std::io::Error>() {
-            if let Some(inner) = e
-                .get_ref()
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-            {
-                rustls_error = Some(inner.clone());
-            }
-            io_error = Some((e.kind(), e.to_string()));
-        }
-        match cause.source() {
-            Some(next) => cause = next,
-            None => break,
-        }
-    }
-    if let Some(e) = rustls_error {
-        return explain_tls(&e);
-    }
-    match io_error {
-        Some((std::io::ErrorKind::ConnectionRefused, _)) => {
-            "connection refused: is the node up and its API listening?".into()
-        }
-        Some((std::io::ErrorKind::TimedOut, text)) => format!("{text}: the node did not answer"),
-        Some((_, text)) => text,
-        None => cause.to_string(),
-    }
-}
-
-fn explain_tls(error: &rustls::Error) -> String {
-    use rustls::{AlertDescription as Alert, CertificateError, Error};
-    match error {
-        Error::AlertReceived(Alert::CertificateRequired) => {
-            "TLS refused by the node: a client certificate is required".into()
-        }
-        Error::AlertReceived(Alert::UnknownCA) | Error::AlertReceived(Alert::BadCertificate) => {
-            "TLS refused by the node: our client certificate is not signed by the cluster CA".into()
-        }
-        Error::AlertReceived(Alert::CertificateExpired) => {
-            "TLS refused by the node: our client certificate has expired; get a new one with `osctl config new`".into()
-        }
-        Error::AlertReceived(Alert::ProtocolVersion) => "TLS refused by the node: it accepts TLS 1.3 only".into(),
-        Error::AlertReceived(alert) => format!("TLS refused by the node: {alert:?}"),
-        Error::InvalidCertificate(CertificateError::UnknownIssuer | CertificateError::BadSignature) => {
-            "TLS: the node's certificate is not signed by this context's CA (wrong context?)".into()
-        }
-        Error::InvalidCertificate(CertificateError::Expired) => "TLS: the node's certificate has expired".into(),
-        Error::InvalidCertificate(CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. }) => {
-            "TLS: the node's certificate does not name this address (add it to machine.certSANs)".into()
-        }
-        other => format!("TLS: {other}"),
     }
 }

@@ -223,28 +223,22 @@ impl Drop for LocalCluster {
     }
 }
 
+/// Every process now in /proc (the agent's own parser of `/proc/PID/stat`).
+fn processes() -> Vec<node_agent::system::processes::Stat> {
+    node_agent::system::processes::read_all(Path::new("/proc")).expect("/proc is readable")
+}
+
 /// Whether a process exists and is not a zombie.
 pub fn process_alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| Some(stat.rsplit_once(')')?.1.split_whitespace().next()? != "Z"))
-        .unwrap_or(false)
+    processes().iter().any(|p| p.pid == pid && p.state != 'Z')
 }
 
 /// Zombie children of `parent`, from /proc.
 pub fn zombie_children(parent: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|entry| {
-            let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
-            let state = fields.next()?;
-            let ppid: u32 = fields.next()?.parse().ok()?;
-            (state == "Z" && ppid == parent).then_some(pid)
-        })
+    processes()
+        .iter()
+        .filter(|p| p.ppid == parent && p.state == 'Z')
+        .map(|p| p.pid)
         .collect()
 }
 
@@ -346,7 +340,7 @@ impl Node {
         api::transport::connect(&address, tls, Duration::from_secs(5))
             .await
             .map(MachineServiceClient::new)
-            .map_err(|e| osctl::connection::explain(&e))
+            .map_err(|e| api::transport::explain(&e))
     }
 
     /// The agent's log so far, for assertion messages.

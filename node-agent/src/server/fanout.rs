@@ -159,11 +159,11 @@ impl Plan {
     ) -> Result<tonic::client::Grpc<tonic::transport::Channel>, Status> {
         let channel = connect(node, self.forwarder.tls.clone(), CONNECT_TIMEOUT)
             .await
-            .map_err(|e| Status::unavailable(describe_transport_error(&e)))?;
+            .map_err(|e| Status::unavailable(api::transport::explain(&e)))?;
         let mut grpc = tonic::client::Grpc::new(channel);
         grpc.ready()
             .await
-            .map_err(|e| Status::unavailable(describe_transport_error(&e)))?;
+            .map_err(|e| Status::unavailable(api::transport::explain(&e)))?;
         Ok(grpc)
     }
 
@@ -258,14 +258,4 @@ impl tonic::server::ServerStreamingService<Bytes> for Plan {
             Ok(Response::new(stream::select_all(streams).boxed()))
         })
     }
-}
-
-/// The innermost cause of a transport error, which is what a user can act on
-/// ("Connection refused", "invalid peer certificate: Expired").
-pub fn describe_transport_error(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = error;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
 }

@@ -65,13 +65,10 @@ impl MachineApi {
 /// What Version reports about the agent, the kernel and this boot; the caller adds
 /// the node's name and type.
 pub(super) fn version_info(platform: &dyn Platform, boot: &Boot) -> VersionInfo {
-    let kernel = nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_default();
     VersionInfo {
         agent_version: env!("CARGO_PKG_VERSION").into(),
         git_revision: crate::GIT_REVISION.into(),
-        kernel,
+        kernel: kernel_release(),
         platform: platform.name().into(),
         boot_id: boot.id.clone(),
         uptime_seconds: SystemTime::now()
@@ -81,6 +78,13 @@ pub(super) fn version_info(platform: &dyn Platform, boot: &Boot) -> VersionInfo 
         boot_time: unix_seconds(boot.time),
         ..VersionInfo::default()
     }
+}
+
+/// The running kernel's release (`uname -r`).
+fn kernel_release() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn unix_seconds(time: SystemTime) -> i64 {
@@ -585,9 +589,7 @@ impl MachineService for MachineApi {
         &self,
         _: Request<KernelSecurityRequest>,
     ) -> Result<Response<KernelSecurityResponse>, Status> {
-        let kernel = nix::sys::utsname::uname()
-            .map(|u| u.release().to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let kernel = kernel_release();
         let cmdline =
             std::fs::read_to_string("/proc/cmdline").map_err(io_status("reading /proc/cmdline"))?;
         let checks = kernel_security::check(
