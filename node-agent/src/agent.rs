@@ -86,7 +86,7 @@ impl Boot {
     /// A new boot of `platform`, with a fresh id.
     pub fn new(platform: &dyn Platform) -> Self {
         Self {
-            id: uuid::Uuid::new_v4().to_string(),
+            id: platform.boot_id(),
             time: platform.boot_time(),
         }
     }
@@ -162,7 +162,9 @@ impl Agent {
             &machine.sysctls,
         );
         let notes = self.platform.apply_sysctls(&sysctls);
-        self.supervisor.reconcile(&machine.services).await;
+        let mut services = self.platform.system_services();
+        services.extend(machine.services.iter().cloned());
+        self.supervisor.reconcile(&services).await;
         Ok(notes)
     }
 

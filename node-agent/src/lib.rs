@@ -35,7 +35,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use agent::{Agent, Lifecycle};
-use platform::{Platform, ProcessPlatform};
+use platform::{MetalPlatform, Platform, ProcessPlatform};
 
 /// The git revision this agent was built from.
 pub const GIT_REVISION: &str = env!("NODE_AGENT_GIT_REVISION");
@@ -48,6 +48,8 @@ const SERVER_STOP_GRACE: Duration = Duration::from_secs(3);
 pub enum PlatformKind {
     /// A normal process on a host (development, tests, simulated fleets).
     Process,
+    /// PID 1 of a machine or VM.
+    Metal,
 }
 
 /// Command-line options of the agent.
@@ -71,6 +73,18 @@ pub struct Options {
     /// on the next port.
     #[arg(long, default_value = "0.0.0.0:50000")]
     pub listen: SocketAddr,
+}
+
+impl Options {
+    /// The options of PID 1, which the kernel starts without arguments.
+    pub fn pid1() -> Self {
+        Self {
+            platform: PlatformKind::Metal,
+            state_dir: PathBuf::from(platform::metal::STATE_DIR),
+            config: None,
+            listen: SocketAddr::from(([0, 0, 0, 0], api::DEFAULT_API_PORT)),
+        }
+    }
 }
 
 /// Errors that stop the agent from booting.
@@ -104,6 +118,7 @@ pub enum BootError {
 pub async fn run(options: Options) -> Result<(), BootError> {
     let platform: Arc<dyn Platform> = match options.platform {
         PlatformKind::Process => Arc::new(ProcessPlatform::new(options.state_dir.clone())),
+        PlatformKind::Metal => Arc::new(MetalPlatform::new()),
     };
     platform.prepare()?;
     // One reaper for the whole agent, before any child process exists.
@@ -115,13 +130,25 @@ pub async fn run(options: Options) -> Result<(), BootError> {
     })?;
     let store = config_store::ConfigStore::new(&options.state_dir);
     let boot = agent::Boot::new(platform.as_ref());
-    let bundle = match store.load_for_boot(options.config.as_deref()) {
+    let initial = options.config.clone().or_else(|| platform.config_source());
+    let bundle = match store.load_for_boot(initial.as_deref()) {
         Ok(bundle) => bundle,
         Err(config_store::StoreError::NoConfig(_)) => {
+            // Maintenance mode must be reachable: the default network (DHCP).
+            log_notes(
+                platform
+                    .configure_network(&Default::default(), "maintenance")
+                    .await,
+            );
             maintenance(&options, &store, &platform, &boot).await?
         }
         Err(e) => return Err(e.into()),
     };
+    log_notes(
+        platform
+            .configure_network(&bundle.config.machine.network, &bundle.hostname())
+            .await,
+    );
     let identity = identity::establish(&bundle, options.listen.ip(), &options.state_dir).await?;
     let server_tls = pki::tls::server_config(
         &identity.ca_pem,
@@ -145,7 +172,7 @@ pub async fn run(options: Options) -> Result<(), BootError> {
     );
     tracing::info!(boot_id = %agent.boot.id, hostname = %bundle.hostname(), "booting");
     match agent.apply_live(&bundle).await {
-        Ok(notes) => notes.iter().for_each(|note| tracing::info!("{note}")),
+        Ok(notes) => log_notes(notes),
         Err(e) => tracing::error!(error = %e, "applying the configuration at boot"),
     }
 
@@ -259,6 +286,10 @@ async fn maintenance(
             options.state_dir.clone(),
         ))
     })
+}
+
+fn log_notes(notes: Vec<String>) {
+    notes.iter().for_each(|note| tracing::info!("{note}"));
 }
 
 async fn bind(address: SocketAddr) -> Result<TcpListener, BootError> {

@@ -314,6 +314,48 @@ pub struct ClusterCreate {
     /// Patch every node's configuration (inline or `@FILE`); repeatable.
     #[arg(long = "config-patch")]
     pub config_patches: Vec<String>,
+    /// qemu: the image directory image-builder wrote (manifest.json, vmlinux,
+    /// initramfs, disk).
+    #[arg(long, env = "OSCTL_IMAGE")]
+    pub image: Option<PathBuf>,
+    /// qemu: virtual CPUs per node.
+    #[arg(long, default_value_t = 1)]
+    pub cpus: u32,
+    /// qemu: memory per node, in MiB.
+    #[arg(long, default_value_t = 512)]
+    pub memory: u32,
+    /// qemu: hardware acceleration (auto: KVM when usable, else TCG emulation).
+    #[arg(long, value_enum, default_value_t)]
+    pub accel: Accel,
+    /// qemu: how the VMs boot.
+    #[arg(long, value_enum, default_value_t)]
+    pub boot: BootPath,
+    /// qemu: boot without a configuration, into maintenance mode; each node's
+    /// configuration is left in its directory for `osctl --insecure apply-config`.
+    #[arg(long)]
+    pub skip_injecting_config: bool,
+}
+
+/// How QEMU boots a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum BootPath {
+    /// The image's vmlinux straight from QEMU (PVH on the microvm machine): fastest.
+    #[default]
+    Direct,
+    /// Firmware (OVMF) → systemd-boot → slot A, as on a real machine.
+    Uefi,
+}
+
+/// QEMU accelerators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum Accel {
+    /// KVM when /dev/kvm is usable and this machine is not a VM itself, else TCG.
+    #[default]
+    Auto,
+    /// Hardware virtualisation.
+    Kvm,
+    /// Software emulation (slower, works everywhere).
+    Tcg,
 }
 
 /// Provisioners of local clusters.
@@ -322,4 +364,6 @@ pub enum Provisioner {
     /// Node agents as processes on this machine, one loopback address each.
     #[default]
     Process,
+    /// One QEMU VM per node, booting the image (`--image`) with the agent as PID 1.
+    Qemu,
 }

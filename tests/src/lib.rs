@@ -44,6 +44,21 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// The node image the VM suites boot: `E2E_NODE_IMAGE`, else `target/node-image`
+/// (what `scripts/build-image` writes; the README's test command runs it first).
+pub fn node_image() -> PathBuf {
+    let dir = std::env::var_os("E2E_NODE_IMAGE").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/node-image"),
+        PathBuf::from,
+    );
+    assert!(
+        dir.join("manifest.json").is_file(),
+        "no node image at {}: run scripts/build-image first (the README's test command does)",
+        dir.display()
+    );
+    dir
+}
+
 /// Waits until `check` returns `Some`, or panics naming `what` after `timeout`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
     let started = Instant::now();
@@ -197,18 +212,28 @@ impl LocalCluster {
             .to_owned()
     }
 
-    /// The agent pid of a node, from the cluster record.
-    pub fn agent_pid(&self, index: usize) -> u32 {
+    /// The cluster record (`cluster.yaml`).
+    pub fn record(&self) -> serde_yaml_ng::Value {
         let path = self
             .home
             .path()
             .join(".osctl/clusters")
             .join(&self.name)
             .join("cluster.yaml");
-        let record: serde_yaml_ng::Value =
-            serde_yaml_ng::from_str(&std::fs::read_to_string(path).expect("cluster record"))
-                .expect("yaml");
-        record["nodes"][index]["pid"].as_u64().expect("pid") as u32
+        serde_yaml_ng::from_str(&std::fs::read_to_string(path).expect("cluster record"))
+            .expect("yaml")
+    }
+
+    /// The agent's (process) or the VM's (qemu) pid of a node, from the record.
+    pub fn agent_pid(&self, index: usize) -> u32 {
+        self.record()["nodes"][index]["pid"].as_u64().expect("pid") as u32
+    }
+
+    /// A node's log: the agent's output, or the VM's console.
+    pub fn node_log(&self, index: usize) -> String {
+        let record = self.record();
+        let path = record["nodes"][index]["log"].as_str().expect("log path");
+        std::fs::read_to_string(path).unwrap_or_default()
     }
 }
 

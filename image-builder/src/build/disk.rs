@@ -120,14 +120,24 @@ pub fn place(partitions: &[Partition]) -> (Vec<Placed>, u64) {
     (placed, next * SECTOR + MIB)
 }
 
-/// The boot entry of a slot (`a` or `b`).
-pub fn boot_entry(slot: char, version: &str, kernel_file: &str, initramfs_file: &str) -> String {
+/// The node's kernel parameters for a slot (`a` or `b`): which slot, where its root
+/// image is and the image's sha256, which the agent checks before mounting it.
+/// Direct kernel boots (the QEMU provisioner) pass the same words.
+pub fn slot_options(slot: char, rootfs_sha256: &str) -> String {
     let upper = slot.to_ascii_uppercase();
+    format!("node.slot={slot} node.root=PARTLABEL=BOOT-{upper} node.root.sha256={rootfs_sha256}")
+}
+
+/// The boot entry of a slot (`a` or `b`).
+pub fn boot_entry(slot: char, version: &str, files: (&str, &str), rootfs_sha256: &str) -> String {
+    let upper = slot.to_ascii_uppercase();
+    let (kernel_file, initramfs_file) = files;
     format!(
         "title node-os {version} (slot {upper})\n\
          linux /slot-{slot}/{kernel_file}\n\
          initrd /slot-{slot}/{initramfs_file}\n\
-         options console=ttyS0,115200 console=tty0 node.slot={slot} node.root=PARTLABEL=BOOT-{upper}\n"
+         options console=ttyS0,115200 console=tty0 {}\n",
+        slot_options(slot, rootfs_sha256)
     )
 }
 
@@ -144,6 +154,8 @@ pub struct Contents<'a> {
     pub initramfs: &'a Path,
     /// The root image.
     pub rootfs: &'a Path,
+    /// The root image's sha256, for the boot entries.
+    pub rootfs_sha256: &'a str,
     /// systemd-boot's EFI binary.
     pub systemd_boot: &'a Path,
     /// The OS version for the boot entries' titles.
@@ -228,7 +240,13 @@ fn esp_fill(
     for slot in ['a', 'b'] {
         files.push((
             format!("loader/entries/slot-{slot}.conf"),
-            boot_entry(slot, contents.version, kernel_file, initramfs_file).into_bytes(),
+            boot_entry(
+                slot,
+                contents.version,
+                (kernel_file, initramfs_file),
+                contents.rootfs_sha256,
+            )
+            .into_bytes(),
         ));
         files.push((
             format!("slot-{slot}/{kernel_file}"),
@@ -348,10 +366,10 @@ mod tests {
 
     #[test]
     fn entries_name_their_slot() {
-        let entry = boot_entry('b', "0.1.0", "vmlinuz", "initramfs.cpio.zst");
+        let entry = boot_entry('b', "0.1.0", ("vmlinuz", "initramfs.cpio.zst"), "ab12");
         assert!(entry.contains("linux /slot-b/vmlinuz\n"));
         assert!(entry.contains("initrd /slot-b/initramfs.cpio.zst\n"));
-        assert!(entry.contains("node.root=PARTLABEL=BOOT-B"));
+        assert!(entry.contains("node.root=PARTLABEL=BOOT-B node.root.sha256=ab12\n"));
         assert!(!LOADER_CONF.contains("default"));
     }
 }

@@ -38,6 +38,10 @@ pub struct Manifest {
     pub source_date_epoch: u64,
     /// The kernel release (`uname -r`) of the image.
     pub kernel_release: String,
+    /// The node's kernel parameters for booting slot A directly (`qemu -kernel
+    /// vmlinux -append`), as its boot entry passes them: the slot, its root
+    /// partition and the root image's sha256.
+    pub kernel_options: String,
     /// The inputs, sorted by name.
     pub inputs: Vec<Input>,
     /// The outputs, sorted by file name (`manifest.json` itself is not listed).
@@ -49,6 +53,7 @@ impl Manifest {
     pub fn new(
         source_date_epoch: u64,
         kernel_release: String,
+        kernel_options: String,
         mut inputs: Vec<Input>,
         mut outputs: Vec<Output>,
     ) -> Self {
@@ -57,6 +62,7 @@ impl Manifest {
         Self {
             source_date_epoch,
             kernel_release,
+            kernel_options,
             inputs,
             outputs,
         }
@@ -144,6 +150,7 @@ mod tests {
         let manifest = Manifest::new(
             5,
             "6.1.0-1-amd64".into(),
+            "node.slot=a".into(),
             vec![input("runc"), input("containerd")],
             vec![output("vmlinuz"), output("disk.raw")],
         );

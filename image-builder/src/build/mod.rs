@@ -207,6 +207,7 @@ pub fn build(options: &Options) -> Result<Manifest> {
     )?;
     let rootfs_path = out.join(rootfs::FILE_NAME);
     rootfs::squash(&staging, &rootfs_path, epoch)?;
+    let (rootfs_sha256, _) = manifest::sha256_file(&rootfs_path)?;
 
     progress(5, "disk image");
     let systemd_boot_efi = packages
@@ -219,6 +220,7 @@ pub fn build(options: &Options) -> Result<Manifest> {
             vmlinuz: &vmlinuz,
             initramfs: &initramfs_path,
             rootfs: &rootfs_path,
+            rootfs_sha256: &rootfs_sha256,
             systemd_boot: &systemd_boot_efi,
             version: OS_VERSION,
         },
@@ -250,7 +252,13 @@ pub fn build(options: &Options) -> Result<Manifest> {
         .iter()
         .map(|name| manifest::output(&out, name))
         .collect::<Result<Vec<_>>>()?;
-    let manifest = Manifest::new(epoch, kernel.release.clone(), inputs, outputs);
+    let manifest = Manifest::new(
+        epoch,
+        kernel.release.clone(),
+        disk::slot_options('a', &rootfs_sha256),
+        inputs,
+        outputs,
+    );
     let manifest_path = out.join("manifest.json");
     fs::write(&manifest_path, manifest.to_json()).at(&manifest_path)?;
 

@@ -5,7 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The modules the node needs before its root image is mounted: virtio devices,
-/// the filesystems of the disk's partitions, overlayfs for containers, and efivarfs.
+/// the filesystems of the disk's partitions, overlayfs for containers, efivarfs, and
+/// QEMU's fw_cfg (the provisioner's configuration source).
 /// Names as in `modinfo` (`-` and `_` are the same).
 pub const EARLY_MODULES: &[&str] = &[
     "virtio_pci",
@@ -25,6 +26,7 @@ pub const EARLY_MODULES: &[&str] = &[
     "nls_cp437",
     "nls_ascii",
     "efivarfs",
+    "qemu_fw_cfg",
 ];
 
 /// A module's name from its path: `kernel/arch/x86/crypto/crc32c-intel.ko` is

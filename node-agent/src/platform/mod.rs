@@ -5,13 +5,19 @@
 //! layer never ask which platform they run on; they call this trait. A new platform
 //! plugs in here without touching them.
 
+pub mod metal;
 mod process;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::time::SystemTime;
 
+use machine_config::ServiceSpec;
+
+pub use metal::MetalPlatform;
 pub use process::ProcessPlatform;
 
 /// Errors of platform steps.
@@ -26,6 +32,10 @@ pub enum PlatformError {
         #[source]
         source: std::io::Error,
     },
+    /// The machine cannot boot as it is (no root image, a corrupted one, a bad
+    /// kernel command line); the message is what the console shows.
+    #[error("{0}")]
+    Boot(String),
 }
 
 /// The platform-specific steps of the agent's life.
@@ -36,6 +46,9 @@ pub trait Platform: Send + Sync + 'static {
     /// When this boot began (process platform: when the agent was executed).
     fn boot_time(&self) -> SystemTime;
 
+    /// The id of this boot, different after every reboot.
+    fn boot_id(&self) -> String;
+
     /// Early set-up before anything else runs (PID 1: mounts, modules; everywhere:
     /// becoming the reaper of orphaned service processes).
     fn prepare(&self) -> Result<(), PlatformError>;
@@ -45,6 +58,23 @@ pub trait Platform: Send + Sync + 'static {
 
     /// The cgroup v2 directory services are placed under, when the platform has one.
     fn cgroup_root(&self) -> Option<PathBuf>;
+
+    /// A configuration the platform offers for the first boot (QEMU fw_cfg on metal),
+    /// used when the state directory holds none.
+    fn config_source(&self) -> Option<PathBuf>;
+
+    /// Services the platform itself runs, before the configuration's (containerd on
+    /// metal).
+    fn system_services(&self) -> Vec<ServiceSpec>;
+
+    /// Sets the hostname and applies the network section (addresses, routes, DHCP,
+    /// resolv.conf); returns a note for each setting not applied. Called at boot:
+    /// network changes need a reboot.
+    fn configure_network<'a>(
+        &'a self,
+        network: &'a machine_config::Network,
+        hostname: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Vec<String>> + Send + 'a>>;
 
     /// Applies the node-level settings that are live-applicable (sysctls); returns a
     /// note for each setting this platform does not apply.

@@ -8,9 +8,13 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::future::Future;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::time::SystemTime;
+
+use machine_config::ServiceSpec;
 
 use super::{Platform, PlatformError};
 
@@ -40,6 +44,11 @@ impl Platform for ProcessPlatform {
         self.started
     }
 
+    fn boot_id(&self) -> String {
+        // Every execution (a "reboot" re-executes) is a new boot.
+        uuid::Uuid::new_v4().to_string()
+    }
+
     fn prepare(&self) -> Result<(), PlatformError> {
         // Orphaned grandchildren of services are re-parented to us, so the reaper
         // collects them and no zombie outlives its service.
@@ -55,6 +64,28 @@ impl Platform for ProcessPlatform {
 
     fn cgroup_root(&self) -> Option<PathBuf> {
         None
+    }
+
+    fn config_source(&self) -> Option<PathBuf> {
+        None
+    }
+
+    fn system_services(&self) -> Vec<ServiceSpec> {
+        Vec::new()
+    }
+
+    fn configure_network<'a>(
+        &'a self,
+        network: &'a machine_config::Network,
+        _hostname: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Vec<String>> + Send + 'a>> {
+        // The host's network and hostname are not the node's.
+        let notes = if network.is_empty() {
+            Vec::new()
+        } else {
+            vec!["the network section is not applied on the process platform".to_owned()]
+        };
+        Box::pin(std::future::ready(notes))
     }
 
     fn apply_sysctls(&self, sysctls: &BTreeMap<String, String>) -> Vec<String> {

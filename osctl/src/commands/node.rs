@@ -602,13 +602,21 @@ struct MountRow {
     source: String,
     fstype: String,
     mount_point: String,
+    options: String,
     size_bytes: u64,
     available_bytes: u64,
 }
 
 impl Row for MountRow {
     fn headers() -> &'static [&'static str] {
-        &["FILESYSTEM", "TYPE", "SIZE", "AVAILABLE", "MOUNTED ON"]
+        &[
+            "FILESYSTEM",
+            "TYPE",
+            "SIZE",
+            "AVAILABLE",
+            "MOUNTED ON",
+            "OPTIONS",
+        ]
     }
     fn cells(&self) -> Vec<String> {
         vec![
@@ -617,6 +625,7 @@ impl Row for MountRow {
             output::bytes(self.size_bytes),
             output::bytes(self.available_bytes),
             self.mount_point.clone(),
+            self.options.clone(),
         ]
     }
 }
@@ -639,6 +648,7 @@ pub async fn mounts(session: &Session) -> anyhow::Result<()> {
                     source: m.source,
                     fstype: m.fstype,
                     mount_point: m.mount_point,
+                    options: m.options,
                     size_bytes: m.size_bytes,
                     available_bytes: m.available_bytes,
                 })

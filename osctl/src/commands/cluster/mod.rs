@@ -1,10 +1,14 @@
 //! `osctl cluster create|show|destroy`: local clusters.
 //!
-//! The process provisioner runs one node-agent process per node, each on its own
-//! loopback address, with its state under `~/.osctl/clusters/NAME/NODE`. It spawns the
-//! agent's binary and then speaks only the machine API to it, like any client. The
-//! cluster's record (`cluster.yaml`: nodes, addresses, pids) is written as soon as
-//! each node is started, so `destroy` can clean up after a failed `create`.
+//! Every node gets its own loopback address for its machine API and its state under
+//! `~/.osctl/clusters/NAME/NODE`. Provisioners ([`process`], [`qemu`]) only start a
+//! node from its configuration file; everything after that is the machine API, as
+//! for any client. The cluster's record (`cluster.yaml`: nodes, addresses, pids) is
+//! written as soon as each node is started, so `destroy` can clean up after a failed
+//! `create`.
+
+mod process;
+mod qemu;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -38,16 +42,32 @@ struct ClusterRecord {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct NodeRecord {
     name: String,
+    /// The loopback address this machine reaches the node's API on.
     address: Ipv4Addr,
     port: u16,
+    /// The node's address on the cluster's own network, when it has one (VMs):
+    /// what the other nodes and fan-out (`-n`) use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cluster_address: Option<Ipv4Addr>,
     role: String,
+    /// The agent's or the VM's process.
     pid: u32,
     state_dir: PathBuf,
+    /// The agent's log or the VM's console.
+    log: PathBuf,
 }
 
 impl NodeRecord {
     fn endpoint(&self) -> String {
         format!("{}:{}", self.address, self.port)
+    }
+
+    /// How the context names the node for fan-out.
+    fn target(&self) -> String {
+        match self.cluster_address {
+            Some(address) => address.to_string(),
+            None => self.endpoint(),
+        }
     }
 
     fn running(&self) -> bool {
@@ -95,25 +115,6 @@ fn process_alive(pid: u32) -> bool {
     )
 }
 
-/// The node-agent binary: the flag, else next to osctl, else in PATH.
-fn agent_binary(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
-    if let Some(path) = flag {
-        return Ok(path.to_path_buf());
-    }
-    let sibling = std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.join("node-agent")));
-    let in_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .map(|dir| dir.join("node-agent"));
-    sibling
-        .into_iter()
-        .chain(in_path)
-        .find(|candidate| candidate.is_file())
-        .context("node-agent binary not found next to osctl or in PATH; pass --agent-binary")
-}
-
 #[derive(Debug, Serialize)]
 struct ClusterNodeRow {
     address: String,
@@ -138,13 +139,26 @@ impl Row for ClusterNodeRow {
     }
 }
 
+/// How `create` and `show` reach the nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// The cluster's client certificate (mutual TLS).
+    Authenticated,
+    /// Maintenance mode: server TLS only (nodes booted without a configuration).
+    Maintenance,
+}
+
 /// Asks one node for its version directly (no fan-out).
 async fn node_version(
     context: &Context,
     node: &NodeRecord,
+    reach: Reach,
 ) -> anyhow::Result<api::machine::VersionInfo> {
     let target = Target::new(context, &[node.endpoint()], &[])?;
-    let conn = Connection::open(context, &target).await?;
+    let conn = match reach {
+        Reach::Authenticated => Connection::open(context, &target).await?,
+        Reach::Maintenance => Connection::open_insecure(&target).await?,
+    };
     let reply = conn
         .client
         .clone()
@@ -159,11 +173,15 @@ async fn node_version(
         .context("empty reply")
 }
 
-async fn node_rows(context: &Context, record: &ClusterRecord) -> Vec<NodeRow<ClusterNodeRow>> {
+async fn node_rows(
+    context: &Context,
+    record: &ClusterRecord,
+    reach: Reach,
+) -> Vec<NodeRow<ClusterNodeRow>> {
     let mut rows = Vec::new();
     for node in &record.nodes {
         let status = if node.running() { "running" } else { "stopped" };
-        let (version, boot_time, error) = match node_version(context, node).await {
+        let (version, boot_time, error) = match node_version(context, node, reach).await {
             Ok(v) => (
                 v.agent_version,
                 humantime::format_rfc3339_seconds(
@@ -190,9 +208,67 @@ async fn node_rows(context: &Context, record: &ClusterRecord) -> Vec<NodeRow<Clu
     rows
 }
 
+/// A node about to be started.
+struct NodeSpec {
+    /// `NAME-controlplane-1`.
+    name: String,
+    /// 0-based position in the cluster.
+    index: usize,
+    /// Its loopback address.
+    address: Ipv4Addr,
+    state_dir: PathBuf,
+}
+
+/// What a provisioner reports about a node it started.
+struct Started {
+    pid: u32,
+    log: PathBuf,
+    cluster_address: Option<Ipv4Addr>,
+}
+
+/// The provisioner of one `create`.
+enum Launcher {
+    Process(process::Launcher),
+    Qemu(qemu::Launcher),
+}
+
+impl Launcher {
+    fn name(&self) -> &'static str {
+        match self {
+            Launcher::Process(_) => "process",
+            Launcher::Qemu(_) => "qemu",
+        }
+    }
+
+    /// The control plane's address as the other nodes reach it.
+    fn cluster_endpoint(&self, addresses: &[Ipv4Addr], port: u16) -> String {
+        match self {
+            Launcher::Process(_) => format!("{}:{port}", addresses[0]),
+            Launcher::Qemu(_) => format!("{}:{}", qemu::cluster_address(0), api::DEFAULT_API_PORT),
+        }
+    }
+
+    /// The node's own settings, as a configuration patch.
+    fn node_patch(&self, node: &NodeSpec) -> String {
+        match self {
+            Launcher::Process(_) => format!(
+                "machine: {{hostname: {}, certSANs: [\"{}\"]}}",
+                node.name, node.address
+            ),
+            Launcher::Qemu(_) => qemu::node_patch(node),
+        }
+    }
+
+    fn start(&self, node: &NodeSpec, config: &Path) -> anyhow::Result<Started> {
+        match self {
+            Launcher::Process(launcher) => launcher.start(node, config),
+            Launcher::Qemu(launcher) => launcher.start(node, config),
+        }
+    }
+}
+
 /// `osctl cluster create`.
 pub async fn create(session: &Session, options: &ClusterCreate) -> anyhow::Result<()> {
-    let Provisioner::Process = options.provisioner;
     if options.nodes == 0 || options.controlplanes == 0 || options.controlplanes > options.nodes {
         bail!("--nodes must be at least 1 and --controlplanes between 1 and --nodes");
     }
@@ -212,11 +288,13 @@ pub async fn create(session: &Session, options: &ClusterCreate) -> anyhow::Resul
             addresses.len()
         );
     }
-    let binary = agent_binary(options.agent_binary.as_deref())?;
-    let endpoint = format!("{}:{}", addresses[0], options.port);
+    let launcher = match options.provisioner {
+        Provisioner::Process => Launcher::Process(process::Launcher::new(options)?),
+        Provisioner::Qemu => Launcher::Qemu(qemu::Launcher::new(options)?),
+    };
     let generated = generate(
         &options.name,
-        &endpoint,
+        &launcher.cluster_endpoint(&addresses, options.port),
         None,
         &options.config_patches,
         &options.config_patches,
@@ -224,7 +302,7 @@ pub async fn create(session: &Session, options: &ClusterCreate) -> anyhow::Resul
 
     let mut record = ClusterRecord {
         name: options.name.clone(),
-        provisioner: "process".into(),
+        provisioner: launcher.name().into(),
         nodes: Vec::new(),
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -232,58 +310,48 @@ pub async fn create(session: &Session, options: &ClusterCreate) -> anyhow::Resul
         &dir.join("secrets.yaml"),
         serde_yaml_ng::to_string(&generated.secrets)?.as_bytes(),
     )?;
-    for (i, address) in addresses.iter().enumerate() {
-        let (role, template, ordinal) = if i < options.controlplanes {
-            ("controlplane", &generated.control_plane, i + 1)
+    for (index, address) in addresses.iter().enumerate() {
+        let (role, template, ordinal) = if index < options.controlplanes {
+            ("controlplane", &generated.control_plane, index + 1)
         } else {
-            ("worker", &generated.worker, i + 1 - options.controlplanes)
+            (
+                "worker",
+                &generated.worker,
+                index + 1 - options.controlplanes,
+            )
         };
-        let name = format!("{}-{role}-{ordinal}", options.name);
-        let node_patch = machine_config::Patch::parse(&format!(
-            "machine: {{hostname: {name}, certSANs: [\"{address}\"]}}"
-        ))?;
-        let bundle = template.apply_patches(&[node_patch])?;
-        let state_dir = dir.join(&name);
-        std::fs::create_dir_all(&state_dir)?;
-        let config_path = state_dir.join("initial-config.yaml");
+        let node = NodeSpec {
+            name: format!("{}-{role}-{ordinal}", options.name),
+            index,
+            address: *address,
+            state_dir: dir.join(format!("{}-{role}-{ordinal}", options.name)),
+        };
+        let bundle = template
+            .apply_patches(&[machine_config::Patch::parse(&launcher.node_patch(&node))?])?;
+        std::fs::create_dir_all(&node.state_dir)?;
+        let config_path = node.state_dir.join("initial-config.yaml");
         write_private(&config_path, bundle.to_yaml().as_bytes())?;
-        let log = std::fs::File::create(state_dir.join("agent.log"))?;
-        let child = {
-            use std::os::unix::process::CommandExt;
-            std::process::Command::new(&binary)
-                .arg("--platform=process")
-                .arg("--state-dir")
-                .arg(&state_dir)
-                .arg("--config")
-                .arg(&config_path)
-                .arg("--listen")
-                .arg(format!("{address}:{}", options.port))
-                .stdin(std::process::Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                // Its own process group: the node outlives this command and ^C.
-                .process_group(0)
-                .spawn()
-                .with_context(|| format!("starting {}", binary.display()))?
-        };
+        let started = launcher.start(&node, &config_path)?;
         eprintln!(
-            "started {name} on {address}:{} (pid {})",
-            options.port,
-            child.id()
+            "started {} on {}:{} (pid {})",
+            node.name, node.address, options.port, started.pid
         );
         record.nodes.push(NodeRecord {
-            name,
-            address: *address,
+            name: node.name,
+            address: node.address,
             port: options.port,
+            cluster_address: started.cluster_address,
             role: role.into(),
-            pid: child.id(),
-            state_dir,
+            pid: started.pid,
+            state_dir: node.state_dir,
+            log: started.log,
         });
         save_record(&dir, &record)?;
     }
 
     let mut admin = generated.admin;
-    admin.nodes = record.nodes.iter().map(NodeRecord::endpoint).collect();
+    admin.endpoints = vec![record.nodes[0].endpoint()];
+    admin.nodes = record.nodes.iter().map(NodeRecord::target).collect();
     let mut client = session.client_config.clone();
     client.merge(ClientConfig {
         context: Some(options.name.clone()),
@@ -296,8 +364,13 @@ pub async fn create(session: &Session, options: &ClusterCreate) -> anyhow::Resul
         session.config_path.display()
     );
 
-    wait_until_ready(&admin, &record, options.wait_timeout).await?;
-    let rows = node_rows(&admin, &record).await;
+    let reach = if options.skip_injecting_config {
+        Reach::Maintenance
+    } else {
+        Reach::Authenticated
+    };
+    wait_until_ready(&admin, &record, options.wait_timeout, reach).await?;
+    let rows = node_rows(&admin, &record, reach).await;
     output::print(session.format, &rows)?;
     Ok(())
 }
@@ -306,19 +379,20 @@ async fn wait_until_ready(
     context: &Context,
     record: &ClusterRecord,
     timeout: Duration,
+    reach: Reach,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     for node in &record.nodes {
         eprint!("waiting for {} ({})", node.name, node.endpoint());
         loop {
-            if node_version(context, node).await.is_ok() {
+            if node_version(context, node, reach).await.is_ok() {
                 eprintln!(" ready after {:.1}s", started.elapsed().as_secs_f64());
                 break;
             }
             if !node.running() || started.elapsed() > timeout {
                 eprintln!();
-                let log = node.state_dir.join("agent.log");
-                let tail = std::fs::read_to_string(&log).unwrap_or_default();
+                let log = &node.log;
+                let tail = std::fs::read_to_string(log).unwrap_or_default();
                 let tail: Vec<&str> = tail.lines().rev().take(5).collect();
                 bail!(
                     "{} {}; its log {} ends with:\n{}",
@@ -343,7 +417,10 @@ async fn wait_until_ready(
 pub async fn show(session: &Session, name: &str) -> anyhow::Result<()> {
     let (_, record) = load_record(name)?;
     let (_, context) = session.client_config.context(Some(name))?;
-    output::print(session.format, &node_rows(context, &record).await)?;
+    output::print(
+        session.format,
+        &node_rows(context, &record, Reach::Authenticated).await,
+    )?;
     Ok(())
 }
 
