@@ -5,6 +5,7 @@
 //! layer never ask which platform they run on; they call this trait. A new platform
 //! plugs in here without touching them.
 
+pub mod metal;
 mod process;
 
 use std::collections::BTreeMap;
