@@ -2,10 +2,14 @@
 //! renewal from T1 (unicast to the server) and rebinding from T2 (broadcast) until the
 //! lease expires.
 //!
-//! It speaks over a UDP socket bound to `0.0.0.0:68` and to the interface
-//! (`SO_BINDTODEVICE`), with `SO_BROADCAST`. Every request sets the BOOTP broadcast
-//! flag, so that a server answers to `255.255.255.255`, which the kernel delivers even
-//! before the interface has an address. The messages are encoded with `dhcproto`; the
+//! It sends over a UDP socket bound to `0.0.0.0:68` and to the interface
+//! (`SO_BINDTODEVICE`), with `SO_BROADCAST`; the kernel sends from `0.0.0.0` while the
+//! interface has no address. Replies are read on that UDP socket once the interface
+//! holds the lease. Before that (INIT, SELECTING, REQUESTING) they are read on an
+//! `AF_PACKET` socket with a BPF filter (this interface, UDP, port 68): the kernel's
+//! UDP path drops an offer whose source it has no route back to when reverse-path
+//! filtering is on (`rp_filter=1`), and an unconfigured interface has no routes. The
+//! messages are encoded with `dhcproto`; the
 //! lease's timing is pure ([`Lease::phase`], [`Lease::retransmit_wait`], [`backoff`])
 //! so that it is tested without a network.
 
@@ -16,7 +20,7 @@ use std::time::Duration;
 use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode};
 use dhcproto::{Decodable, Encodable};
 use ring::rand::{SecureRandom, SystemRandom};
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol, SockFilter, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
@@ -258,13 +262,14 @@ fn classful(address: Ipv4Addr) -> u8 {
 /// The client of one interface: its socket and hardware address.
 pub(super) struct Client {
     socket: UdpSocket,
+    index: u32,
     mac: [u8; 6],
     random: SystemRandom,
 }
 
 impl Client {
-    /// Opens the client's socket on `interface`.
-    pub fn new(interface: &str, mac: [u8; 6]) -> io::Result<Self> {
+    /// Opens the client's UDP socket on `interface` (index `index`).
+    pub fn new(interface: &str, index: u32, mac: [u8; 6]) -> io::Result<Self> {
         let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
         socket.set_reuse_address(true)?;
         socket.set_broadcast(true)?;
@@ -273,6 +278,7 @@ impl Client {
         socket.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, CLIENT_PORT).into())?;
         Ok(Self {
             socket: UdpSocket::from_std(socket.into())?,
+            index,
             mac,
             random: SystemRandom::new(),
         })
@@ -281,6 +287,8 @@ impl Client {
     /// Obtains a lease from scratch (INIT, SELECTING, REQUESTING), retrying with
     /// backoff until a server grants one. The caller bounds the wait.
     pub async fn obtain(&self) -> io::Result<Lease> {
+        let raw = packet_socket(self.index)?;
+        let inbox = Inbox::Raw(&raw);
         let mut attempt = 0;
         loop {
             let xid = self.xid();
@@ -288,10 +296,17 @@ impl Client {
             let wait = backoff(attempt) + self.jitter();
             attempt += 1;
             let Some((address, server)) = self
-                .exchange(&discover, broadcast(), xid, wait, |reply| match reply {
-                    Reply::Offer { address, server } => Some((address, server)),
-                    _ => None,
-                })
+                .exchange(
+                    inbox,
+                    &discover,
+                    broadcast(),
+                    xid,
+                    wait,
+                    |reply| match reply {
+                        Reply::Offer { address, server } => Some((address, server)),
+                        _ => None,
+                    },
+                )
                 .await?
             else {
                 continue;
@@ -300,11 +315,18 @@ impl Client {
             for request_attempt in 0..REQUEST_ATTEMPTS {
                 let wait = backoff(request_attempt) + self.jitter();
                 match self
-                    .exchange(&request, broadcast(), xid, wait, |reply| match reply {
-                        Reply::Ack(lease) => Some(Some(lease)),
-                        Reply::Nak => Some(None),
-                        Reply::Offer { .. } => None,
-                    })
+                    .exchange(
+                        inbox,
+                        &request,
+                        broadcast(),
+                        xid,
+                        wait,
+                        |reply| match reply {
+                            Reply::Ack(lease) => Some(Some(lease)),
+                            Reply::Nak => Some(None),
+                            Reply::Offer { .. } => None,
+                        },
+                    )
                     .await?
                 {
                     Some(Some(lease)) => return Ok(lease),
@@ -333,7 +355,7 @@ impl Client {
             };
             let wait = lease.retransmit_wait(elapsed);
             let reply = self
-                .exchange(&request, to, xid, wait, |reply| match reply {
+                .exchange(Inbox::Udp, &request, to, xid, wait, |reply| match reply {
                     Reply::Ack(lease) => Some(Some(lease)),
                     Reply::Nak => Some(None),
                     Reply::Offer { .. } => None,
@@ -345,9 +367,11 @@ impl Client {
         }
     }
 
-    /// Sends `message` to `to` and waits up to `wait` for a reply that `accept` takes.
+    /// Sends `message` to `to` and waits up to `wait` for a reply in `inbox` that
+    /// `accept` takes.
     async fn exchange<T>(
         &self,
+        inbox: Inbox<'_>,
         message: &Message,
         to: SocketAddrV4,
         xid: u32,
@@ -361,15 +385,31 @@ impl Client {
         let deadline = Instant::now() + wait;
         let mut buffer = vec![0; RECEIVE_BUFFER];
         loop {
-            let received = tokio::time::timeout_at(deadline, self.socket.recv(&mut buffer)).await;
-            let Ok(received) = received else {
+            let received = tokio::time::timeout_at(deadline, self.receive(inbox, &mut buffer));
+            let Ok(received) = received.await else {
                 return Ok(None);
             };
-            if let Some(reply) = parse_reply(&buffer[..received?], xid, &self.mac)
+            if let Some(reply) = parse_reply(&received?, xid, &self.mac)
                 && let Some(taken) = accept(reply)
             {
                 return Ok(Some(taken));
             }
+        }
+    }
+
+    /// The next datagram for port 68 from `inbox`, as the DHCP message it carries.
+    async fn receive(&self, inbox: Inbox<'_>, buffer: &mut [u8]) -> io::Result<Vec<u8>> {
+        match inbox {
+            Inbox::Udp => {
+                let length = self.socket.recv(buffer).await?;
+                Ok(buffer[..length].to_vec())
+            }
+            Inbox::Raw(raw) => loop {
+                let length = raw.recv(buffer).await?;
+                if let Some(payload) = udp_payload(&buffer[..length]) {
+                    return Ok(payload.to_vec());
+                }
+            },
         }
     }
 
@@ -389,6 +429,76 @@ impl Client {
         let _ = self.random.fill(&mut bytes);
         bytes
     }
+}
+
+/// Where replies are read.
+#[derive(Clone, Copy)]
+enum Inbox<'a> {
+    /// The UDP socket: once the interface holds the lease.
+    Udp,
+    /// The packet socket of [`packet_socket`]: while it holds none.
+    Raw(&'a UdpSocket),
+}
+
+/// An `AF_PACKET` socket that receives the IPv4 packets of interface `index` that are
+/// UDP to port 68, without their link-layer header.
+///
+/// tokio has no packet socket type. It is registered as a tokio `UdpSocket`, whose
+/// `recv` is a plain recv(2) on the descriptor, the same for any datagram socket; only
+/// `recv` is ever called on it.
+fn packet_socket(index: u32) -> io::Result<UdpSocket> {
+    const ETH_P_IP: u16 = 0x0800;
+    let protocol = Protocol::from(i32::from(ETH_P_IP.to_be()));
+    let socket = Socket::new(Domain::PACKET, Type::DGRAM, Some(protocol))?;
+    socket.attach_filter(&dhcp_filter(index))?;
+    socket.set_nonblocking(true)?;
+    UdpSocket::from_std(socket.into())
+}
+
+/// A classic BPF program over an IPv4 packet: accept it when it arrived on interface
+/// `index` and is an unfragmented UDP datagram to port 68.
+fn dhcp_filter(index: u32) -> [SockFilter; 11] {
+    const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const LD_H_ABS: u16 = 0x28; // BPF_LD | BPF_H | BPF_ABS
+    const LD_B_ABS: u16 = 0x30; // BPF_LD | BPF_B | BPF_ABS
+    const LD_H_IND: u16 = 0x48; // BPF_LD | BPF_H | BPF_IND
+    const LDX_B_MSH: u16 = 0xb1; // BPF_LDX | BPF_B | BPF_MSH: x = 4 * (ihl)
+    const JEQ: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const JSET: u16 = 0x45; // BPF_JMP | BPF_JSET | BPF_K
+    const RET: u16 = 0x06; // BPF_RET | BPF_K
+    const SKF_AD_IFINDEX: u32 = 0xffff_f000 + 8; // SKF_AD_OFF + SKF_AD_IFINDEX
+    [
+        SockFilter::new(LD_W_ABS, 0, 0, SKF_AD_IFINDEX),
+        SockFilter::new(JEQ, 0, 8, index),
+        SockFilter::new(LD_B_ABS, 0, 0, 9), // protocol
+        SockFilter::new(JEQ, 0, 6, 17),     // UDP
+        SockFilter::new(LD_H_ABS, 0, 0, 6), // flags and fragment offset
+        SockFilter::new(JSET, 4, 0, 0x1fff),
+        SockFilter::new(LDX_B_MSH, 0, 0, 0),
+        SockFilter::new(LD_H_IND, 0, 0, 2), // UDP destination port
+        SockFilter::new(JEQ, 0, 1, u32::from(CLIENT_PORT)),
+        SockFilter::new(RET, 0, 0, u32::from(u16::MAX)),
+        SockFilter::new(RET, 0, 0, 0),
+    ]
+}
+
+/// The payload of an IPv4 UDP datagram to port 68, or `None` for anything else. The
+/// checksum is not checked: a packet socket may see it before it is filled in.
+fn udp_payload(packet: &[u8]) -> Option<&[u8]> {
+    let version_ihl = *packet.first()?;
+    let header = usize::from(version_ihl & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([*packet.get(2)?, *packet.get(3)?]));
+    if version_ihl >> 4 != 4 || header < 20 || packet.get(9) != Some(&17) {
+        return None;
+    }
+    let packet = packet.get(..total)?;
+    let udp = packet.get(header..)?;
+    let port = u16::from_be_bytes([*udp.get(2)?, *udp.get(3)?]);
+    let length = usize::from(u16::from_be_bytes([*udp.get(4)?, *udp.get(5)?]));
+    if port != CLIENT_PORT || length < 8 {
+        return None;
+    }
+    udp.get(8..length)
 }
 
 fn broadcast() -> SocketAddrV4 {
@@ -625,6 +735,38 @@ mod tests {
             lease.phase(Duration::from_secs(10 * 365 * 86400)),
             Phase::Bound
         );
+    }
+
+    /// An IPv4 UDP datagram from 10.0.2.2:67 to 255.255.255.255:`port`.
+    fn datagram(port: u16, payload: &[u8]) -> Vec<u8> {
+        let total = (20 + 8 + payload.len()) as u16;
+        let mut packet = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 2, 2];
+        packet[2..4].copy_from_slice(&total.to_be_bytes());
+        packet.extend_from_slice(&[255, 255, 255, 255]);
+        packet.extend_from_slice(&67u16.to_be_bytes());
+        packet.extend_from_slice(&port.to_be_bytes());
+        packet.extend_from_slice(&(8 + payload.len() as u16).to_be_bytes());
+        packet.extend_from_slice(&[0, 0]);
+        packet.extend_from_slice(payload);
+        packet.extend_from_slice(&[0; 6]); // Ethernet padding beyond the IP length
+        packet
+    }
+
+    #[test]
+    fn the_dhcp_message_is_taken_from_a_raw_ipv4_udp_datagram() {
+        let offer = reply(MessageType::Offer, 5, slirp_options());
+        let packet = datagram(68, &offer);
+        assert_eq!(udp_payload(&packet), Some(offer.as_slice()));
+        assert!(matches!(
+            parse_reply(udp_payload(&packet).unwrap(), 5, &MAC),
+            Some(Reply::Offer { .. })
+        ));
+        assert_eq!(udp_payload(&datagram(69, &offer)), None, "other port");
+        let mut tcp = packet.clone();
+        tcp[9] = 6;
+        assert_eq!(udp_payload(&tcp), None, "not UDP");
+        assert_eq!(udp_payload(&packet[..30]), None, "truncated");
+        assert_eq!(udp_payload(&[]), None);
     }
 
     #[test]

@@ -126,16 +126,15 @@ pub async fn configure(
     dhcp_wait: Duration,
 ) -> Result<Configured, NetworkError> {
     let mut netlink = Netlink::open().map_err(NetworkError::Netlink)?;
-    let lo = link(&mut netlink, "lo")?;
+    let lo = link(&mut netlink, "lo").await?;
     netlink
         .set_up(lo.index)
         .map_err(step("lo", "setting the link up"))?;
 
     let interfaces = match network.interfaces.as_slice() {
         [] => {
-            let link = netlink
-                .wait_for_ethernet(LINK_WAIT)
-                .map_err(NetworkError::Netlink)?
+            let link = wait_for_link(&mut netlink, |link| link.mac.is_some())
+                .await?
                 .ok_or(NetworkError::NoEthernet)?;
             vec![Interface {
                 name: link.name,
@@ -161,7 +160,7 @@ pub async fn configure(
     };
     let mut first_leases = Vec::new();
     for interface in &interfaces {
-        let link = apply_static(&mut netlink, interface, &mut configured)?;
+        let link = apply_static(&mut netlink, interface, &mut configured).await?;
         if interface.dhcp {
             let name = interface.name.clone();
             let mac = link.mac.ok_or_else(|| NetworkError::Step {
@@ -169,7 +168,8 @@ pub async fn configure(
                 step: "starting DHCP".to_owned(),
                 source: io::Error::other("not an ethernet interface"),
             })?;
-            let client = Client::new(&name, mac).map_err(step(&name, "opening the DHCP socket"))?;
+            let client = Client::new(&name, link.index, mac)
+                .map_err(step(&name, "opening the DHCP socket"))?;
             let (first, first_lease) = oneshot::channel();
             let task = run_client(client, name.clone(), link.index, resolver.clone(), first);
             configured.clients.push(tokio::spawn(task));
@@ -208,21 +208,38 @@ pub async fn configure(
 }
 
 /// The link called `name`, waiting briefly for it to appear.
-fn link(netlink: &mut Netlink, name: &str) -> Result<Link, NetworkError> {
-    netlink
-        .wait_for_link(name, LINK_WAIT)
-        .map_err(NetworkError::Netlink)?
+async fn link(netlink: &mut Netlink, name: &str) -> Result<Link, NetworkError> {
+    wait_for_link(netlink, |link| link.name == name)
+        .await?
         .ok_or_else(|| NetworkError::NoSuchInterface(name.to_owned()))
 }
 
+/// The first link by name that `pick` takes, waiting up to [`LINK_WAIT`] for one.
+async fn wait_for_link(
+    netlink: &mut Netlink,
+    pick: impl Fn(&Link) -> bool,
+) -> Result<Option<Link>, NetworkError> {
+    let deadline = Instant::now() + LINK_WAIT;
+    loop {
+        let links = netlink.links().map_err(NetworkError::Netlink)?;
+        if let Some(link) = links.into_iter().find(&pick) {
+            return Ok(Some(link));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// MTU, link up, static addresses and routes of one interface.
-fn apply_static(
+async fn apply_static(
     netlink: &mut Netlink,
     interface: &Interface,
     configured: &mut Configured,
 ) -> Result<Link, NetworkError> {
     let name = interface.name.as_str();
-    let link = link(netlink, name)?;
+    let link = link(netlink, name).await?;
     if let Some(mtu) = interface.mtu {
         netlink
             .set_mtu(link.index, mtu)
@@ -301,16 +318,19 @@ async fn run_client(
         let mut lease = lease;
         loop {
             let applied = apply_lease(&name, index, &lease, current.as_ref(), &resolver);
-            match (first.take(), applied) {
-                (Some(first), applied) => {
-                    let failed = applied.is_err();
-                    let _ = first.send(applied.map(|()| lease.clone()));
-                    if failed {
-                        return;
-                    }
+            match (applied, first.take()) {
+                (Ok(()), Some(first)) => {
+                    let _ = first.send(Ok(lease.clone()));
                 }
-                (None, Err(error)) => tracing::warn!("{error}"),
-                (None, Ok(())) => {}
+                (Ok(()), None) => {}
+                (Err(error), Some(first)) => match first.send(Err(error)) {
+                    // configure fails with the error, and drops this client.
+                    Ok(()) => return,
+                    // configure stopped waiting: keep the lease, try again at T1.
+                    Err(Err(error)) => tracing::warn!("{error}"),
+                    Err(Ok(_)) => {}
+                },
+                (Err(error), None) => tracing::warn!("{error}"),
             }
             if current.as_ref() != Some(&lease) {
                 tracing::info!(interface = %name, address = %lease.network(), "DHCP lease");
@@ -519,6 +539,14 @@ mod tests {
         resolver.update("eth1", &[]).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(!text.contains("nameserver"), "{text}");
+    }
+
+    #[test]
+    fn configure_can_run_in_a_spawned_task() {
+        fn is_send<T: Send>(_: &T) {}
+        let network = Network::default();
+        let future = configure(&network, Path::new("/nonexistent"), Duration::ZERO);
+        is_send(&future);
     }
 
     #[test]

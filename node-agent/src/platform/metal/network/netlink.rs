@@ -7,7 +7,6 @@
 
 use std::io;
 use std::net::IpAddr;
-use std::time::Duration;
 
 use ipnet::IpNet;
 use netlink_packet_core::{
@@ -88,36 +87,6 @@ impl Netlink {
             .collect();
         links.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(links)
-    }
-
-    /// The link named `name`, waiting up to `wait` for it to appear (a driver may
-    /// still be probing when PID 1 starts).
-    pub fn wait_for_link(&mut self, name: &str, wait: Duration) -> io::Result<Option<Link>> {
-        self.wait_for(wait, |links| links.iter().find(|l| l.name == name).cloned())
-    }
-
-    /// The first Ethernet link by name that is not loopback, waiting up to `wait`.
-    pub fn wait_for_ethernet(&mut self, wait: Duration) -> io::Result<Option<Link>> {
-        self.wait_for(wait, |links| {
-            links.iter().find(|l| l.mac.is_some()).cloned()
-        })
-    }
-
-    fn wait_for(
-        &mut self,
-        wait: Duration,
-        pick: impl Fn(&[Link]) -> Option<Link>,
-    ) -> io::Result<Option<Link>> {
-        let deadline = std::time::Instant::now() + wait;
-        loop {
-            if let Some(link) = pick(&self.links()?) {
-                return Ok(Some(link));
-            }
-            if std::time::Instant::now() >= deadline {
-                return Ok(None);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
     }
 
     /// Sets the link's MTU.
