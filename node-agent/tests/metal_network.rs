@@ -283,12 +283,13 @@ fn failures_name_the_interface_and_the_step() {
     assert!(!resolv.exists(), "nothing written after a failure");
 }
 
-/// dnsmasq in `ns`, serving 192.0.2.50-60 on `dev` with T1 = `t1` seconds and logging
-/// every DHCP exchange to `log`. Killed on drop.
+/// dnsmasq in `ns`, serving `range` (`first,last`) of 192.0.2.0/24 on `dev` with
+/// T1 = `t1` seconds, keeping its leases and its log of every DHCP exchange in `dir`.
+/// Killed on drop.
 struct Dnsmasq(Child);
 
 impl Dnsmasq {
-    fn start(ns: &Namespace, dev: &str, dir: &Path, t1: u32) -> Self {
+    fn start(ns: &Namespace, dev: &str, dir: &Path, range: &str, t1: u32) -> Self {
         let child = Command::new("ip")
             .args([
                 "netns",
@@ -305,7 +306,7 @@ impl Dnsmasq {
                 "--dhcp-authoritative",
             ])
             .arg(format!("--interface={dev}"))
-            .arg("--dhcp-range=192.0.2.50,192.0.2.60,255.255.255.0,2m")
+            .arg(format!("--dhcp-range={range},255.255.255.0,2m"))
             .arg("--dhcp-option=option:dns-server,192.0.2.53,192.0.2.54")
             .arg(format!("--dhcp-option=option:T1,{t1}"))
             .arg(format!("--dhcp-leasefile={}", dir.join("leases").display()))
@@ -350,7 +351,7 @@ fn dhcp_on_the_first_ethernet_interface_configures_the_lease_and_renews_it() {
         "net.ipv4.conf.all.rp_filter=1",
     ]);
     let dir = tempfile::tempdir().unwrap();
-    let _dnsmasq = Dnsmasq::start(&server, "srv0", dir.path(), 3);
+    let _dnsmasq = Dnsmasq::start(&server, "srv0", dir.path(), "192.0.2.50,192.0.2.60", 3);
     let resolv = dir.path().join("resolv.conf");
     let log: PathBuf = dir.path().join("dnsmasq.log");
 
@@ -406,5 +407,75 @@ fn dhcp_on_the_first_ethernet_interface_configures_the_lease_and_renews_it() {
         renewed,
         "no renewal at T1: {}",
         std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}
+
+#[test]
+fn a_refused_renewal_removes_the_lease_and_the_client_starts_over() {
+    let (client, server) = pair("nk", "eth0", "srv0");
+    let first_dir = tempfile::tempdir().unwrap();
+    let second_dir = tempfile::tempdir().unwrap();
+    let resolv = first_dir.path().join("resolv.conf");
+    let network = Network {
+        interfaces: vec![Interface {
+            dhcp: true,
+            ..interface("eth0")
+        }],
+        nameservers: vec![],
+    };
+    let mut dnsmasq = Some(Dnsmasq::start(
+        &server,
+        "srv0",
+        first_dir.path(),
+        "192.0.2.50,192.0.2.60",
+        3,
+    ));
+
+    let (first, second) = client.run(async || {
+        let configured = configure(&network, &resolv, Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|e| panic!("configure: {e}"));
+        let first = addresses(&client, "eth0");
+        // A server that knows nothing of the lease: it refuses the renewal at T1.
+        drop(dnsmasq.take());
+        let _replacement = Dnsmasq::start(
+            &server,
+            "srv0",
+            second_dir.path(),
+            "192.0.2.70,192.0.2.80",
+            30,
+        );
+        let mut second = first.clone();
+        for _ in 0..150 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            second = addresses(&client, "eth0");
+            if second != first && !second.is_empty() {
+                break;
+            }
+        }
+        drop(configured);
+        (first, second)
+    });
+
+    let [(first, true)] = first.as_slice() else {
+        panic!("one leased address first: {first:?}");
+    };
+    assert!(
+        first.starts_with("192.0.2.5") || first.starts_with("192.0.2.60"),
+        "{first}"
+    );
+    let [(second, true)] = second.as_slice() else {
+        panic!("only the new lease once the old one was refused: {second:?}");
+    };
+    assert!(
+        second.starts_with("192.0.2.7") || second.starts_with("192.0.2.80"),
+        "{second}"
+    );
+    let log = std::fs::read_to_string(second_dir.path().join("dnsmasq.log")).unwrap();
+    assert!(log.contains("DHCPNAK("), "the renewal was refused: {log}");
+    assert!(
+        routes(&client, "-4").contains(&"default via 192.0.2.1 metric 1024 proto dhcp".to_owned()),
+        "{:#?}",
+        routes(&client, "-4")
     );
 }
