@@ -42,9 +42,15 @@ const RETRY_AFTER: Duration = Duration::from_secs(5);
 /// step: `eth1: adding 10.5.0.2/24: File exists`.
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {
-    /// The rtnetlink socket could not be opened (no network stack?).
-    #[error("opening the rtnetlink socket: {}", describe(.0))]
-    Netlink(#[source] io::Error),
+    /// rtnetlink failed outside any one interface's step.
+    #[error("rtnetlink: {step}: {}", describe(.source))]
+    Netlink {
+        /// What was being done (`listing links`).
+        step: &'static str,
+        /// The kernel's answer.
+        #[source]
+        source: io::Error,
+    },
     /// A step on one interface failed.
     #[error("{interface}: {step}: {}", describe(.source))]
     Step {
@@ -125,7 +131,7 @@ pub async fn configure(
     resolv_conf: &Path,
     dhcp_wait: Duration,
 ) -> Result<Configured, NetworkError> {
-    let mut netlink = Netlink::open().map_err(NetworkError::Netlink)?;
+    let mut netlink = Netlink::open().map_err(netlink_error("opening the socket"))?;
     let lo = link(&mut netlink, "lo").await?;
     netlink
         .set_up(lo.index)
@@ -158,9 +164,17 @@ pub async fn configure(
         notes: Vec::new(),
         clients: Vec::new(),
     };
-    let mut first_leases = Vec::new();
+    // Every link up with its addresses, then the static routes (whose gateways must be
+    // on-link by then), then the DHCP clients.
+    let mut links = Vec::new();
     for interface in &interfaces {
-        let link = apply_static(&mut netlink, interface, &mut configured).await?;
+        links.push(apply_link(&mut netlink, interface, &mut configured).await?);
+    }
+    for (interface, link) in interfaces.iter().zip(&links) {
+        apply_routes(&mut netlink, interface, link)?;
+    }
+    let mut first_leases = Vec::new();
+    for (interface, link) in interfaces.iter().zip(links) {
         if interface.dhcp {
             let name = interface.name.clone();
             let mac = link.mac.ok_or_else(|| NetworkError::Step {
@@ -221,7 +235,7 @@ async fn wait_for_link(
 ) -> Result<Option<Link>, NetworkError> {
     let deadline = Instant::now() + LINK_WAIT;
     loop {
-        let links = netlink.links().map_err(NetworkError::Netlink)?;
+        let links = netlink.links().map_err(netlink_error("listing links"))?;
         if let Some(link) = links.into_iter().find(&pick) {
             return Ok(Some(link));
         }
@@ -232,8 +246,8 @@ async fn wait_for_link(
     }
 }
 
-/// MTU, link up, static addresses and routes of one interface.
-async fn apply_static(
+/// MTU, link up and static addresses of one interface.
+async fn apply_link(
     netlink: &mut Netlink,
     interface: &Interface,
     configured: &mut Configured,
@@ -258,6 +272,15 @@ async fn apply_static(
             dhcp: false,
         });
     }
+    Ok(link)
+}
+
+/// Static routes of one interface.
+fn apply_routes(
+    netlink: &mut Netlink,
+    interface: &Interface,
+    link: &Link,
+) -> Result<(), NetworkError> {
     for route in &interface.routes {
         let spec = RouteSpec {
             network: route.network,
@@ -265,9 +288,10 @@ async fn apply_static(
             metric: route.metric,
             origin: Origin::Static,
         };
-        add_route(netlink, link.index, &spec).map_err(step(name, &describe_route(&spec)))?;
+        add_route(netlink, link.index, &spec)
+            .map_err(step(&interface.name, &describe_route(&spec)))?;
     }
-    Ok(link)
+    Ok(())
 }
 
 fn describe_route(route: &RouteSpec) -> String {
@@ -283,6 +307,10 @@ fn add_route(netlink: &mut Netlink, index: u32, route: &RouteSpec) -> io::Result
         Err(e) if e.raw_os_error() == Some(nix::libc::EEXIST) => Ok(()),
         other => other,
     }
+}
+
+fn netlink_error(step: &'static str) -> impl FnOnce(io::Error) -> NetworkError {
+    move |source| NetworkError::Netlink { step, source }
 }
 
 fn step<'a>(interface: &'a str, step: &'a str) -> impl FnOnce(io::Error) -> NetworkError + 'a {
@@ -369,7 +397,7 @@ fn apply_lease(
     previous: Option<&Lease>,
     resolver: &Resolver,
 ) -> Result<(), NetworkError> {
-    let mut netlink = Netlink::open().map_err(NetworkError::Netlink)?;
+    let mut netlink = Netlink::open().map_err(netlink_error("opening the socket"))?;
     if let Some(previous) = previous
         && previous.network() != lease.network()
     {
@@ -393,7 +421,7 @@ fn remove_lease(
     lease: &Lease,
     resolver: &Resolver,
 ) -> Result<(), NetworkError> {
-    let mut netlink = Netlink::open().map_err(NetworkError::Netlink)?;
+    let mut netlink = Netlink::open().map_err(netlink_error("opening the socket"))?;
     remove_lease_with(&mut netlink, name, index, lease)?;
     resolver.update(name, &[]).map_err(NetworkError::ResolvConf)
 }
