@@ -126,6 +126,10 @@ impl Drop for Configured {
 /// background, so a late DHCP server still configures the node. resolv.conf at
 /// `resolv_conf` holds the configured nameservers, or else the leases' DNS servers,
 /// and is rewritten when a lease brings new ones.
+///
+/// Applying the same section again is harmless: addresses are replaced in place and a
+/// route that is already there is accepted. Drop the previous [`Configured`] when
+/// re-applying, so that one client at a time serves each DHCP interface.
 pub async fn configure(
     network: &Network,
     resolv_conf: &Path,
