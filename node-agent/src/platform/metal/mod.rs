@@ -282,7 +282,7 @@ impl Platform for MetalPlatform {
             }
             match network::configure(config, Path::new(RESOLV_CONF), DHCP_WAIT).await {
                 Ok(configured) => {
-                    notes.extend(configured.notes());
+                    notes.extend(configured.notes.iter().cloned());
                     *self.network.lock().unwrap_or_else(|p| p.into_inner()) = Some(configured);
                 }
                 Err(e) => notes.push(format!("network: {e}")),
