@@ -91,7 +91,7 @@ impl Options {
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
     /// A platform step failed.
-    #[error("platform: {0}")]
+    #[error("{0}")]
     Platform(#[from] platform::PlatformError),
     /// The configuration could not be loaded.
     #[error("{0}")]

@@ -53,7 +53,7 @@ fn a_node_boots_its_image_reboots_and_powers_off() {
         cluster
             .rows(node, &["services"])
             .into_iter()
-            .find(|s| s["service"] == "containerd" && s["state"] == "Running")
+            .find(|s| s["service"] == "containerd" && s["state"] == "running")
     });
     assert!(containerd["pid"].as_u64().unwrap() > 1, "{containerd}");
 
@@ -149,7 +149,9 @@ fn maintenance_mode_takes_a_configuration_that_survives_a_reboot() {
     assert_eq!(after["node"], "vm-maint-controlplane-1", "{after}");
     let console = cluster.node_log(0);
     assert_eq!(
-        console.matches("maintenance mode").count(),
+        console
+            .matches("no configuration: maintenance mode")
+            .count(),
         1,
         "the second boot went into maintenance mode again:\n{console}"
     );
@@ -192,7 +194,7 @@ fn a_corrupted_root_image_is_refused_at_boot() {
         "--image",
         image.to_str().unwrap(),
         "--wait-timeout",
-        "60s",
+        "30s",
     ]);
     let console_path = Path::new(home.path())
         .join(".osctl/clusters/vm-corrupt/vm-corrupt-controlplane-1/console.log");

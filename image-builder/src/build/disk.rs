@@ -141,9 +141,12 @@ pub fn boot_entry(slot: char, version: &str, files: (&str, &str), rootfs_sha256:
     )
 }
 
-/// `loader/loader.conf`: no `default` line, so boot counting's trial entries are not
-/// overridden; the agent sets the default through the `LoaderEntryDefault` EFI variable.
-pub const LOADER_CONF: &str = "timeout 3\neditor no\n";
+/// `loader/loader.conf`: a fresh disk boots slot A (entries sort by name in reverse,
+/// so without a default slot B would win). The default names the exact entry, never
+/// a glob that could match a boot-counting trial entry (`slot-b+1.conf`), which
+/// would defeat the fallback; upgrades change it through the `LoaderEntryDefault`
+/// EFI variable, which takes precedence over this file.
+pub const LOADER_CONF: &str = "timeout 3\neditor no\ndefault slot-a.conf\n";
 
 /// What goes on the disk.
 #[derive(Debug, Clone, Copy)]
@@ -370,6 +373,6 @@ mod tests {
         assert!(entry.contains("linux /slot-b/vmlinuz\n"));
         assert!(entry.contains("initrd /slot-b/initramfs.cpio.zst\n"));
         assert!(entry.contains("node.root=PARTLABEL=BOOT-B node.root.sha256=ab12\n"));
-        assert!(!LOADER_CONF.contains("default"));
+        assert!(LOADER_CONF.contains("\ndefault slot-a.conf\n"));
     }
 }

@@ -223,7 +223,7 @@ pub fn stage(parts: &Parts<'_>, staging: &Path, version: &str) -> Result<()> {
 pub const CONTAINERD_CONFIG: &str = r#"version = 2
 root = "/var/lib/containerd"
 state = "/run/containerd"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.internal.v1.opt"]
 
 [grpc]
   address = "/run/containerd/containerd.sock"
