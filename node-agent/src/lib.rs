@@ -223,7 +223,15 @@ pub async fn run(options: Options) -> Result<(), BootError> {
             stopped(),
         ));
     }
-    tracing::info!(listen = %options.listen, platform = platform.name(), "machine API ready");
+    let since_boot = std::time::SystemTime::now()
+        .duration_since(agent.boot.time)
+        .unwrap_or_default();
+    tracing::info!(
+        listen = %options.listen,
+        platform = platform.name(),
+        since_boot_ms = since_boot.as_millis(),
+        "machine API ready"
+    );
 
     let what = wait_for_end(&mut lifecycle_rx).await;
     tracing::info!(?what, "stopping services and servers");
