@@ -76,6 +76,7 @@ mod tests {
             utime: ticks,
             stime: 0,
             threads: 1,
+            start_ticks: 0,
             vsize: 0,
             rss_pages: rss,
         }

@@ -46,6 +46,8 @@ pub struct Stat {
     pub stime: u64,
     /// Number of threads.
     pub threads: u32,
+    /// When the process started, in clock ticks since the machine booted.
+    pub start_ticks: u64,
     /// Virtual memory size in bytes.
     pub vsize: u64,
     /// Resident set size in pages.
@@ -71,6 +73,7 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
         utime: field(14)?.parse().ok()?,
         stime: field(15)?.parse().ok()?,
         threads: field(20)?.parse().ok()?,
+        start_ticks: field(22)?.parse().ok()?,
         vsize: field(23)?.parse().ok()?,
         rss_pages: field(24)?.parse().ok()?,
     })

@@ -28,6 +28,13 @@ use crate::output::{self, NodeRow, Row};
 use super::Session;
 use super::gen_config::generate;
 
+/// One readiness probe's limit: QEMU's user network accepts a connection before the
+/// guest listens and then retries only seconds later, so a stuck probe is dropped
+/// and a new one started.
+const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The pause between readiness probes.
+const READY_PROBE_INTERVAL: Duration = Duration::from_millis(100);
+
 /// How long destroy waits for a node to stop after SIGTERM before SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -385,7 +392,9 @@ async fn wait_until_ready(
     for node in &record.nodes {
         eprint!("waiting for {} ({})", node.name, node.endpoint());
         loop {
-            if node_version(context, node, reach).await.is_ok() {
+            let probe =
+                tokio::time::timeout(READY_PROBE_TIMEOUT, node_version(context, node, reach));
+            if matches!(probe.await, Ok(Ok(_))) {
                 eprintln!(" ready after {:.1}s", started.elapsed().as_secs_f64());
                 break;
             }
@@ -407,7 +416,7 @@ async fn wait_until_ready(
                 );
             }
             eprint!(".");
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(READY_PROBE_INTERVAL).await;
         }
     }
     Ok(())
