@@ -9,16 +9,17 @@
 //! `AF_PACKET` socket with a BPF filter (this interface, UDP, port 68): the kernel's
 //! UDP path drops an offer whose source it has no route back to when reverse-path
 //! filtering is on (`rp_filter=1`), and an unconfigured interface has no routes. The
-//! messages are encoded with `dhcproto`; the
-//! lease's timing is pure ([`Lease::phase`], [`Lease::retransmit_wait`], [`backoff`])
-//! so that it is tested without a network.
+//! messages are encoded and decoded by [`message`]; the lease's timing is pure
+//! ([`Lease::phase`], [`Lease::retransmit_wait`], [`backoff`]) so that it is tested
+//! without a network.
+
+mod message;
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
-use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode};
-use dhcproto::{Decodable, Encodable};
+use message::{FLAG_BROADCAST, Message, MessageType, Opcode, Options, code};
 use ring::rand::{SecureRandom, SystemRandom};
 use socket2::{Domain, Protocol, SockFilter, Socket, Type};
 use tokio::net::UdpSocket;
@@ -133,111 +134,87 @@ pub(super) enum Reply {
 }
 
 /// DHCPDISCOVER.
-pub(super) fn discover(xid: u32, mac: &[u8; 6]) -> Message {
+fn discover(xid: u32, mac: &[u8; 6]) -> Message {
     request_base(xid, mac, MessageType::Discover, Ipv4Addr::UNSPECIFIED)
 }
 
 /// DHCPREQUEST in the SELECTING state: accepts `offer` from `server`.
-pub(super) fn request_offer(
-    xid: u32,
-    mac: &[u8; 6],
-    address: Ipv4Addr,
-    server: Ipv4Addr,
-) -> Message {
+fn request_offer(xid: u32, mac: &[u8; 6], address: Ipv4Addr, server: Ipv4Addr) -> Message {
     let mut message = request_base(xid, mac, MessageType::Request, Ipv4Addr::UNSPECIFIED);
-    let options = message.opts_mut();
-    options.insert(DhcpOption::RequestedIpAddress(address));
-    options.insert(DhcpOption::ServerIdentifier(server));
+    message.options.requested_ip = Some(address);
+    message.options.server_id = Some(server);
     message
 }
 
 /// DHCPREQUEST in the RENEWING and REBINDING states: extends the lease on `address`.
-pub(super) fn request_extend(xid: u32, mac: &[u8; 6], address: Ipv4Addr) -> Message {
+fn request_extend(xid: u32, mac: &[u8; 6], address: Ipv4Addr) -> Message {
     request_base(xid, mac, MessageType::Request, address)
 }
 
 fn request_base(xid: u32, mac: &[u8; 6], kind: MessageType, ciaddr: Ipv4Addr) -> Message {
-    let unspecified = Ipv4Addr::UNSPECIFIED;
-    let mut message = Message::new_with_id(xid, ciaddr, unspecified, unspecified, unspecified, mac);
-    message.set_flags(Flags::default().set_broadcast());
-    let options = message.opts_mut();
-    options.insert(DhcpOption::MessageType(kind));
-    let mut client_id = vec![1]; // hardware type: Ethernet
-    client_id.extend_from_slice(mac);
-    options.insert(DhcpOption::ClientIdentifier(client_id));
-    options.insert(DhcpOption::MaxMessageSize(RECEIVE_BUFFER as u16));
-    options.insert(DhcpOption::ParameterRequestList(vec![
-        OptionCode::SubnetMask,
-        OptionCode::Router,
-        OptionCode::DomainNameServer,
-        OptionCode::AddressLeaseTime,
-        OptionCode::Renewal,
-        OptionCode::Rebinding,
-    ]));
+    let mut message = Message::request(xid, mac);
+    message.ciaddr = ciaddr;
+    message.flags = FLAG_BROADCAST;
+    message.options = Options {
+        message_type: Some(kind),
+        client_id: [&[1][..], mac].concat(), // hardware type: Ethernet
+        max_message_size: Some(RECEIVE_BUFFER as u16),
+        parameter_request_list: vec![
+            code::SUBNET_MASK,
+            code::ROUTER,
+            code::DNS,
+            code::LEASE_TIME,
+            code::RENEWAL_TIME,
+            code::REBINDING_TIME,
+        ],
+        ..Options::default()
+    };
     message
 }
 
 /// Parses a datagram received on port 68; `None` when it is not a reply to
 /// transaction `xid` for `mac`, or not a reply we act on.
 pub(super) fn parse_reply(bytes: &[u8], xid: u32, mac: &[u8; 6]) -> Option<Reply> {
-    let message = Message::from_bytes(bytes).ok()?;
-    if message.opcode() != Opcode::BootReply
-        || message.xid() != xid
-        || message.chaddr().get(..6) != Some(mac.as_slice())
-    {
+    let message = Message::decode(bytes).ok()?;
+    if message.op != Opcode::BootReply || message.xid != xid || !message.chaddr.starts_with(mac) {
         return None;
     }
-    let options = message.opts();
-    let server = match options.get(OptionCode::ServerIdentifier) {
-        Some(DhcpOption::ServerIdentifier(server)) => Some(*server),
-        _ => None,
-    };
-    match options.msg_type()? {
+    match message.options.message_type? {
         MessageType::Offer => Some(Reply::Offer {
-            address: message.yiaddr(),
-            server: server?,
+            address: message.yiaddr,
+            server: message.options.server_id?,
         }),
-        MessageType::Ack => Some(Reply::Ack(lease_of(&message, server))),
+        MessageType::Ack => Some(Reply::Ack(lease_of(message))),
         MessageType::Nak => Some(Reply::Nak),
         _ => None,
     }
 }
 
-fn lease_of(message: &Message, server: Option<Ipv4Addr>) -> Lease {
-    let options = message.opts();
-    let address = message.yiaddr();
-    let prefix_len = match options.get(OptionCode::SubnetMask) {
-        Some(DhcpOption::SubnetMask(mask)) => prefix_of(*mask),
-        _ => classful(address),
-    };
-    let addresses = |code| match options.get(code) {
-        Some(DhcpOption::Router(list) | DhcpOption::DomainNameServer(list)) => list.clone(),
-        _ => Vec::new(),
-    };
-    let seconds = |code| match options.get(code) {
-        Some(
-            DhcpOption::AddressLeaseTime(s) | DhcpOption::Renewal(s) | DhcpOption::Rebinding(s),
-        ) => Some(*s),
-        _ => None,
-    };
+fn lease_of(message: Message) -> Lease {
+    let options = message.options;
+    let address = message.yiaddr;
+    let prefix_len = options
+        .subnet_mask
+        .map_or_else(|| classful(address), prefix_of);
+    let seconds = |s: Option<u32>| s.map(|s| Duration::from_secs(u64::from(s)));
     // RFC 2131 requires a lease time in an ACK to a REQUEST; an hour when it is missing.
-    let lease_secs = seconds(OptionCode::AddressLeaseTime).unwrap_or(3600);
+    let lease_secs = options.lease_time.unwrap_or(3600);
     let lease = Duration::from_secs(u64::from(lease_secs));
     let rebind_default = lease * 7 / 8;
-    let rebind_after = seconds(OptionCode::Rebinding)
-        .map(|s| Duration::from_secs(u64::from(s)))
+    let rebind_after = seconds(options.rebinding_time)
         .filter(|&t2| t2 <= lease)
         .unwrap_or(rebind_default);
-    let renew_after = seconds(OptionCode::Renewal)
-        .map(|s| Duration::from_secs(u64::from(s)))
+    let renew_after = seconds(options.renewal_time)
         .filter(|&t1| t1 <= rebind_after)
         .unwrap_or((lease / 2).min(rebind_after));
     Lease {
         address,
         prefix_len,
-        routers: addresses(OptionCode::Router),
-        dns: addresses(OptionCode::DomainNameServer),
-        server: server.or_else(|| Some(message.siaddr()).filter(|s| !s.is_unspecified())),
+        routers: options.routers,
+        dns: options.dns,
+        server: options
+            .server_id
+            .or_else(|| Some(message.siaddr).filter(|s| !s.is_unspecified())),
         lease_secs,
         renew_after,
         rebind_after,
@@ -378,10 +355,7 @@ impl Client {
         wait: Duration,
         accept: impl Fn(Reply) -> Option<T>,
     ) -> io::Result<Option<T>> {
-        let bytes = message
-            .to_vec()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        self.socket.send_to(&bytes, to).await?;
+        self.socket.send_to(&message.encode(), to).await?;
         let deadline = Instant::now() + wait;
         let mut buffer = vec![0; RECEIVE_BUFFER];
         loop {
@@ -512,32 +486,27 @@ mod tests {
     const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 
     /// A server's reply as slirp sends it.
-    fn reply(kind: MessageType, xid: u32, options: Vec<DhcpOption>) -> Vec<u8> {
-        let unspecified = Ipv4Addr::UNSPECIFIED;
-        let mut message = Message::new_with_id(
-            xid,
-            unspecified,
-            Ipv4Addr::new(10, 0, 2, 15),
-            Ipv4Addr::new(10, 0, 2, 2),
-            unspecified,
-            &MAC,
-        );
-        message.set_opcode(Opcode::BootReply);
-        message.opts_mut().insert(DhcpOption::MessageType(kind));
-        for option in options {
-            message.opts_mut().insert(option);
-        }
-        message.to_vec().unwrap()
+    fn reply(kind: MessageType, xid: u32, options: Options) -> Vec<u8> {
+        let mut message = Message::request(xid, &MAC);
+        message.op = Opcode::BootReply;
+        message.yiaddr = Ipv4Addr::new(10, 0, 2, 15);
+        message.siaddr = Ipv4Addr::new(10, 0, 2, 2);
+        message.options = Options {
+            message_type: Some(kind),
+            ..options
+        };
+        message.encode()
     }
 
-    fn slirp_options() -> Vec<DhcpOption> {
-        vec![
-            DhcpOption::ServerIdentifier(Ipv4Addr::new(10, 0, 2, 2)),
-            DhcpOption::SubnetMask(Ipv4Addr::new(255, 255, 255, 0)),
-            DhcpOption::Router(vec![Ipv4Addr::new(10, 0, 2, 2)]),
-            DhcpOption::DomainNameServer(vec![Ipv4Addr::new(10, 0, 2, 3)]),
-            DhcpOption::AddressLeaseTime(86400),
-        ]
+    fn slirp_options() -> Options {
+        Options {
+            server_id: Some(Ipv4Addr::new(10, 0, 2, 2)),
+            subnet_mask: Some(Ipv4Addr::new(255, 255, 255, 0)),
+            routers: vec![Ipv4Addr::new(10, 0, 2, 2)],
+            dns: vec![Ipv4Addr::new(10, 0, 2, 3)],
+            lease_time: Some(86400),
+            ..Options::default()
+        }
     }
 
     fn lease(lease_secs: u32, t1: u64, t2: u64) -> Lease {
@@ -555,63 +524,43 @@ mod tests {
 
     #[test]
     fn discover_asks_for_a_broadcast_reply_and_the_options_we_use() {
-        let bytes = discover(0x1234_5678, &MAC).to_vec().unwrap();
-        let message = Message::from_bytes(&bytes).unwrap();
-        assert_eq!(message.opcode(), Opcode::BootRequest);
-        assert_eq!(message.xid(), 0x1234_5678);
-        assert_eq!(&message.chaddr()[..6], &MAC);
-        assert!(message.flags().broadcast());
-        assert_eq!(message.ciaddr(), Ipv4Addr::UNSPECIFIED);
-        let options = message.opts();
-        assert_eq!(options.msg_type(), Some(MessageType::Discover));
-        let Some(DhcpOption::ParameterRequestList(asked)) =
-            options.get(OptionCode::ParameterRequestList)
-        else {
-            panic!("no parameter request list: {options:?}");
-        };
-        for code in [
-            OptionCode::SubnetMask,
-            OptionCode::Router,
-            OptionCode::DomainNameServer,
-            OptionCode::AddressLeaseTime,
-        ] {
-            assert!(asked.contains(&code), "{code:?} not requested");
+        let bytes = discover(0x1234_5678, &MAC).encode();
+        let message = Message::decode(&bytes).unwrap();
+        assert_eq!(message.op, Opcode::BootRequest);
+        assert_eq!(message.xid, 0x1234_5678);
+        assert_eq!(&message.chaddr[..6], &MAC);
+        assert_eq!(message.flags & FLAG_BROADCAST, FLAG_BROADCAST);
+        assert_eq!(message.ciaddr, Ipv4Addr::UNSPECIFIED);
+        let options = &message.options;
+        assert_eq!(options.message_type, Some(MessageType::Discover));
+        let asked = &options.parameter_request_list;
+        for code in [code::SUBNET_MASK, code::ROUTER, code::DNS, code::LEASE_TIME] {
+            assert!(asked.contains(&code), "{code} not requested: {asked:?}");
         }
-        assert_eq!(
-            options.get(OptionCode::ClientIdentifier),
-            Some(&DhcpOption::ClientIdentifier(vec![
-                1, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56
-            ]))
-        );
+        assert_eq!(options.client_id, [1, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
     }
 
     #[test]
     fn a_request_for_an_offer_names_the_address_and_the_server() {
         let server = Ipv4Addr::new(10, 0, 2, 2);
         let address = Ipv4Addr::new(10, 0, 2, 15);
-        let bytes = request_offer(7, &MAC, address, server).to_vec().unwrap();
-        let message = Message::from_bytes(&bytes).unwrap();
-        let options = message.opts();
-        assert_eq!(options.msg_type(), Some(MessageType::Request));
-        assert_eq!(
-            options.get(OptionCode::RequestedIpAddress),
-            Some(&DhcpOption::RequestedIpAddress(address))
-        );
-        assert_eq!(
-            options.get(OptionCode::ServerIdentifier),
-            Some(&DhcpOption::ServerIdentifier(server))
-        );
-        assert_eq!(message.ciaddr(), Ipv4Addr::UNSPECIFIED);
+        let bytes = request_offer(7, &MAC, address, server).encode();
+        let message = Message::decode(&bytes).unwrap();
+        let options = &message.options;
+        assert_eq!(options.message_type, Some(MessageType::Request));
+        assert_eq!(options.requested_ip, Some(address));
+        assert_eq!(options.server_id, Some(server));
+        assert_eq!(message.ciaddr, Ipv4Addr::UNSPECIFIED);
     }
 
     #[test]
     fn a_renewal_carries_the_address_in_ciaddr_and_names_no_server() {
         let address = Ipv4Addr::new(10, 0, 2, 15);
-        let bytes = request_extend(7, &MAC, address).to_vec().unwrap();
-        let message = Message::from_bytes(&bytes).unwrap();
-        assert_eq!(message.ciaddr(), address);
-        assert!(!message.opts().contains(OptionCode::ServerIdentifier));
-        assert!(!message.opts().contains(OptionCode::RequestedIpAddress));
+        let bytes = request_extend(7, &MAC, address).encode();
+        let message = Message::decode(&bytes).unwrap();
+        assert_eq!(message.ciaddr, address);
+        assert_eq!(message.options.server_id, None);
+        assert_eq!(message.options.requested_ip, None);
     }
 
     #[test]
@@ -651,8 +600,8 @@ mod tests {
     #[test]
     fn server_timers_are_used_when_consistent() {
         let mut options = slirp_options();
-        options.push(DhcpOption::Renewal(100));
-        options.push(DhcpOption::Rebinding(200));
+        options.renewal_time = Some(100);
+        options.rebinding_time = Some(200);
         let Some(Reply::Ack(lease)) = parse_reply(&reply(MessageType::Ack, 1, options), 1, &MAC)
         else {
             panic!("not an ack");
@@ -661,7 +610,7 @@ mod tests {
         assert_eq!(lease.rebind_after, Duration::from_secs(200));
 
         let mut options = slirp_options();
-        options.push(DhcpOption::Renewal(90000)); // past the lease: ignored
+        options.renewal_time = Some(90000); // past the lease: ignored
         let Some(Reply::Ack(lease)) = parse_reply(&reply(MessageType::Ack, 1, options), 1, &MAC)
         else {
             panic!("not an ack");
@@ -671,7 +620,10 @@ mod tests {
 
     #[test]
     fn a_missing_mask_falls_back_to_the_address_class() {
-        let options = vec![DhcpOption::AddressLeaseTime(60)];
+        let options = Options {
+            lease_time: Some(60),
+            ..Options::default()
+        };
         let Some(Reply::Ack(lease)) = parse_reply(&reply(MessageType::Ack, 1, options), 1, &MAC)
         else {
             panic!("not an ack");
@@ -693,12 +645,12 @@ mod tests {
         assert_eq!(parse_reply(&bytes, 10, &MAC), None, "other xid");
         assert_eq!(parse_reply(&bytes, 9, &[0; 6]), None, "other client");
         assert_eq!(parse_reply(b"garbage", 9, &MAC), None);
-        let request = discover(9, &MAC).to_vec().unwrap();
+        let request = discover(9, &MAC).encode();
         assert_eq!(parse_reply(&request, 9, &MAC), None, "not a reply");
-        let offer_without_server = reply(MessageType::Offer, 9, vec![]);
+        let offer_without_server = reply(MessageType::Offer, 9, Options::default());
         assert_eq!(parse_reply(&offer_without_server, 9, &MAC), None);
         assert_eq!(
-            parse_reply(&reply(MessageType::Nak, 9, vec![]), 9, &MAC),
+            parse_reply(&reply(MessageType::Nak, 9, Options::default()), 9, &MAC),
             Some(Reply::Nak)
         );
     }
