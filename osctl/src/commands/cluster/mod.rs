@@ -28,12 +28,14 @@ use crate::output::{self, NodeRow, Row};
 use super::Session;
 use super::gen_config::generate;
 
-/// One readiness probe's limit: QEMU's user network accepts a connection before the
-/// guest listens and then retries only seconds later, so a stuck probe is dropped
-/// and a new one started.
-const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
-/// The pause between readiness probes.
-const READY_PROBE_INTERVAL: Duration = Duration::from_millis(100);
+/// One readiness probe's limit. QEMU's user network accepts a connection before the
+/// guest listens and then retries only about 3 s later, so probes get stuck; and a
+/// handshake with a VM still booting under emulation can take a second.
+const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a new readiness probe starts.
+const READY_PROBE_INTERVAL: Duration = Duration::from_millis(200);
+/// At most this many probes at once.
+const MAX_READY_PROBES: usize = 25;
 
 /// How long destroy waits for a node to stop after SIGTERM before SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -391,12 +393,17 @@ async fn wait_until_ready(
     let started = Instant::now();
     for node in &record.nodes {
         eprint!("waiting for {} ({})", node.name, node.endpoint());
+        // Probes overlap: a new one starts every interval while older ones may still
+        // be stuck (see READY_PROBE_TIMEOUT) or in a slow handshake; the first answer wins.
+        let mut probes = tokio::task::JoinSet::new();
+        let mut ticks = tokio::time::interval(READY_PROBE_INTERVAL);
         loop {
-            let probe =
-                tokio::time::timeout(READY_PROBE_TIMEOUT, node_version(context, node, reach));
-            if matches!(probe.await, Ok(Ok(_))) {
-                eprintln!(" ready after {:.1}s", started.elapsed().as_secs_f64());
-                break;
+            tokio::select! {
+                Some(Ok(Ok(Ok(_)))) = probes.join_next(), if !probes.is_empty() => {
+                    eprintln!(" ready after {:.1}s", started.elapsed().as_secs_f64());
+                    break;
+                }
+                _ = ticks.tick() => {}
             }
             if !node.running() || started.elapsed() > timeout {
                 eprintln!();
@@ -415,8 +422,14 @@ async fn wait_until_ready(
                     tail.into_iter().rev().collect::<Vec<_>>().join("\n")
                 );
             }
+            if probes.len() < MAX_READY_PROBES {
+                let (context, node) = (context.clone(), node.clone());
+                probes.spawn(async move {
+                    tokio::time::timeout(READY_PROBE_TIMEOUT, node_version(&context, &node, reach))
+                        .await
+                });
+            }
             eprint!(".");
-            tokio::time::sleep(READY_PROBE_INTERVAL).await;
         }
     }
     Ok(())

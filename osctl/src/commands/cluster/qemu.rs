@@ -192,7 +192,7 @@ impl Launcher {
                     .arg(&self.initramfs)
                     .arg("-append")
                     .arg(format!(
-                        "console=ttyS0 panic=5 {TCG_TIMER_OPTIONS} {}",
+                        "console=ttyS0 quiet panic=5 {TCG_TIMER_OPTIONS} {}",
                         self.kernel_options
                     ));
                 "device"
