@@ -212,6 +212,38 @@ impl LocalCluster {
             .to_owned()
     }
 
+    /// Checks that `osctl cluster show` lists every node as running.
+    pub fn assert_all_running(&self) {
+        let shown = self
+            .osctl(&["cluster", "show", "--name", &self.name])
+            .success();
+        assert_eq!(
+            shown.stdout.matches("running").count(),
+            self.addresses.len(),
+            "{}",
+            shown.stdout
+        );
+    }
+
+    /// Destroys the cluster and checks that it is gone: every node's process (agent
+    /// or VM), its state directory and its context.
+    pub fn destroy_and_assert_gone(&mut self) {
+        let pids: Vec<u32> = (0..self.addresses.len())
+            .map(|i| self.agent_pid(i))
+            .collect();
+        let state = self.home.path().join(".osctl/clusters").join(&self.name);
+        self.destroy().success();
+        for pid in pids {
+            assert!(!process_alive(pid), "node process {pid} survived destroy");
+        }
+        assert!(!state.exists(), "the cluster state was left behind");
+        let config = std::fs::read_to_string(self.home.path().join(".osctl/config")).unwrap();
+        assert!(
+            !config.contains(&self.name),
+            "the context was left behind:\n{config}"
+        );
+    }
+
     /// The cluster record (`cluster.yaml`).
     pub fn record(&self) -> serde_yaml_ng::Value {
         let path = self

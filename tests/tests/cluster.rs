@@ -34,29 +34,8 @@ fn a_cluster_is_created_answers_for_every_node_and_is_destroyed() {
             .all(|r| r["platform"] == "process" && r["error"].is_null())
     );
 
-    // `show` lists them running.
-    let shown = cluster
-        .osctl(&["cluster", "show", "--name", "lifecycle"])
-        .success();
-    assert_eq!(
-        shown.stdout.matches("running").count(),
-        3,
-        "{}",
-        shown.stdout
-    );
-
-    let pids: Vec<u32> = (0..3).map(|i| cluster.agent_pid(i)).collect();
-    let destroyed = cluster.destroy();
-    assert_eq!(destroyed.code, 0, "{}", destroyed.stderr);
-    for pid in pids {
-        assert!(!process_alive(pid), "agent {pid} survived destroy");
-    }
-    assert!(!state.exists(), "the cluster state was left behind");
-    let config = std::fs::read_to_string(cluster.home.path().join(".osctl/config")).unwrap();
-    assert!(
-        !config.contains("lifecycle"),
-        "the context was left behind:\n{config}"
-    );
+    cluster.assert_all_running();
+    cluster.destroy_and_assert_gone();
 }
 
 #[test]

@@ -212,7 +212,6 @@ fn a_corrupted_root_image_is_refused_at_boot() {
 #[test]
 fn three_vms_form_a_cluster_and_reach_each_other() {
     let mut cluster = vm_cluster("vm-three", 34, 3, &[]);
-    let state = cluster.home.path().join(".osctl/clusters/vm-three");
 
     // The context's nodes are the private addresses: the control plane forwards
     // to the workers over the cluster network, with certificates the workers got
@@ -233,22 +232,8 @@ fn three_vms_form_a_cluster_and_reach_each_other() {
             .all(|r| r["platform"] == "metal" && r["error"].is_null()),
         "{rows:?}"
     );
-    let shown = cluster
-        .osctl(&["cluster", "show", "--name", "vm-three"])
-        .success();
-    assert_eq!(
-        shown.stdout.matches("running").count(),
-        3,
-        "{}",
-        shown.stdout
-    );
-
-    let pids: Vec<u32> = (0..3).map(|i| cluster.agent_pid(i)).collect();
-    cluster.destroy().success();
-    for pid in pids {
-        assert!(!process_alive(pid), "VM {pid} survived destroy");
-    }
-    assert!(!state.exists(), "the cluster state was left behind");
+    cluster.assert_all_running();
+    cluster.destroy_and_assert_gone();
 }
 
 #[test]

@@ -124,6 +124,15 @@ fn process_alive(pid: u32) -> bool {
     )
 }
 
+/// The first `program` in PATH.
+fn find_in_path(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+}
+
 #[derive(Debug, Serialize)]
 struct ClusterNodeRow {
     address: String,

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
-use super::{NodeSpec, Started};
+use super::{NodeSpec, Started, find_in_path};
 use crate::cli::ClusterCreate;
 
 /// Starts node agents from one binary.
@@ -59,16 +59,10 @@ fn agent_binary(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(path) = flag {
         return Ok(path.to_path_buf());
     }
-    let sibling = std::env::current_exe()
+    std::env::current_exe()
         .ok()
-        .and_then(|exe| Some(exe.parent()?.join("node-agent")));
-    let in_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .map(|dir| dir.join("node-agent"));
-    sibling
-        .into_iter()
-        .chain(in_path)
-        .find(|candidate| candidate.is_file())
+        .and_then(|exe| Some(exe.parent()?.join("node-agent")))
+        .filter(|sibling| sibling.is_file())
+        .or_else(|| find_in_path("node-agent"))
         .context("node-agent binary not found next to osctl or in PATH; pass --agent-binary")
 }

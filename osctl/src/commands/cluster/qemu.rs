@@ -16,7 +16,7 @@ use std::process::Command;
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
 
-use super::{NodeSpec, Started};
+use super::{NodeSpec, Started, find_in_path};
 use crate::cli::{Accel, BootPath, ClusterCreate};
 
 /// The private network's prefix; node N is `.N+2`.
@@ -276,14 +276,6 @@ fn accelerator(accel: Accel) -> &'static str {
         Accel::Auto if kvm_usable() => "kvm",
         Accel::Auto => "tcg",
     }
-}
-
-fn find_in_path(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .map(|dir| dir.join(program))
-        .find(|candidate| candidate.is_file())
 }
 
 #[cfg(test)]
