@@ -71,6 +71,9 @@ pub enum ApplyError {
     /// Storing the configuration failed.
     #[error("{0}")]
     Store(#[from] StoreError),
+    /// The configuration asks for what this platform cannot do.
+    #[error("{}", .0.join("; "))]
+    Unsupported(Vec<String>),
 }
 
 /// Identity of the current boot.
@@ -186,6 +189,10 @@ impl Agent {
         mode: ApplyMode,
         dry_run: bool,
     ) -> Result<ApplyOutcome, ApplyError> {
+        let problems = self.platform.check(&new.config.machine);
+        if !problems.is_empty() {
+            return Err(ApplyError::Unsupported(problems));
+        }
         let _serialised = self.apply_lock.lock().await;
         let running = self.running.read().await.clone();
         let diff = machine_config::diff(&running, &new);

@@ -144,6 +144,9 @@ pub async fn run(options: Options) -> Result<(), BootError> {
         }
         Err(e) => return Err(e.into()),
     };
+    for problem in platform.check(&bundle.config.machine) {
+        tracing::error!("the configuration asks for what this platform cannot do: {problem}");
+    }
     log_notes(
         platform
             .configure_network(&bundle.config.machine.network, &bundle.hostname())

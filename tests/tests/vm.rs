@@ -78,6 +78,36 @@ fn a_node_boots_its_image_reboots_and_powers_off() {
         );
     }
 
+    // Files may only go to the writable mounts; a refused change changes nothing.
+    let refused = cluster.osctl(&[
+        "-e",
+        node,
+        "-n",
+        node,
+        "patch",
+        "-p",
+        r#"{"machine":{"files":[{"path":"/etc/motd","content":"hi"}]}}"#,
+    ]);
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused
+            .stderr
+            .contains("machine.files[0].path: /etc/motd is on the read-only root"),
+        "{}",
+        refused.stderr
+    );
+    cluster
+        .osctl(&[
+            "-e",
+            node,
+            "-n",
+            node,
+            "patch",
+            "-p",
+            r#"{"machine":{"files":[{"path":"/var/etc/motd","content":"hi"}]}}"#,
+        ])
+        .success();
+
     cluster
         .osctl(&["-e", node, "-n", node, "reboot", "--wait"])
         .success();

@@ -67,6 +67,13 @@ pub trait Platform: Send + Sync + 'static {
     /// metal).
     fn system_services(&self) -> Vec<ServiceSpec>;
 
+    /// What in `machine` this platform cannot honour, one `field: why` line each (a
+    /// file on the read-only root, a service named like a system service). A
+    /// configuration with problems is refused before anything is written.
+    fn check(&self, machine: &machine_config::Machine) -> Vec<String> {
+        default_check(self, machine)
+    }
+
     /// Sets the hostname and applies the network section (addresses, routes, DHCP,
     /// resolv.conf); returns a note for each setting not applied. Called at boot:
     /// network changes need a reboot.
@@ -85,4 +92,26 @@ pub trait Platform: Send + Sync + 'static {
 
     /// Powers off: never returns on success. Services are already stopped.
     fn shutdown(&self) -> Result<Infallible, PlatformError>;
+}
+
+/// The check every platform makes: no service of the configuration may take the name
+/// of one of the platform's own.
+pub fn default_check(
+    platform: &(impl Platform + ?Sized),
+    machine: &machine_config::Machine,
+) -> Vec<String> {
+    let system = platform.system_services();
+    machine
+        .services
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| system.iter().any(|own| own.name == s.name))
+        .map(|(i, s)| {
+            format!(
+                "machine.services[{i}].name: {} is a system service of the {} platform",
+                s.name,
+                platform.name()
+            )
+        })
+        .collect()
 }

@@ -129,6 +129,9 @@ fn mode_to_proto(mode: Mode) -> ApplyMode {
 pub(super) fn apply_status(error: ApplyError) -> Status {
     match error {
         ApplyError::Invalid(e) => Status::invalid_argument(format!("configuration rejected: {e}")),
+        ApplyError::Unsupported(_) => {
+            Status::invalid_argument(format!("configuration rejected: {error}"))
+        }
         ApplyError::NeedsReboot(_) => Status::failed_precondition(error.to_string()),
         ApplyError::Store(e) => Status::internal(format!("storing the configuration: {e}")),
     }

@@ -97,6 +97,10 @@ impl MachineService for MaintenanceApi {
             .map_err(|_| Status::invalid_argument("configuration rejected: not UTF-8 text"))?;
         let bundle =
             ConfigBundle::parse(&text).map_err(|e| apply_status(ApplyError::Invalid(e)))?;
+        let problems = self.platform.check(&bundle.config.machine);
+        if !problems.is_empty() {
+            return Err(apply_status(ApplyError::Unsupported(problems)));
+        }
         let (details, hash) = if request.dry_run {
             (
                 "dry run: the configuration is valid; nothing was changed",

@@ -47,6 +47,8 @@ const RESOLV_CONF: &str = "/run/resolv.conf";
 /// QEMU's fw_cfg entry the provisioner passes the configuration in
 /// (`-fw_cfg name=opt/org.node-os/config,file=...`).
 const FW_CFG_CONFIG: &str = "/sys/firmware/qemu_fw_cfg/by_name/opt/org.node-os/config/raw";
+/// Where the configuration's files may go: everything else is the read-only root.
+const WRITABLE_FILE_ROOTS: &[&str] = &["/var", "/run"];
 /// How long the first DHCP lease may take before the boot goes on without it.
 const DHCP_WAIT: Duration = Duration::from_secs(10);
 /// How long a failed boot shows its error before the machine restarts (so that a
@@ -253,6 +255,23 @@ impl Platform for MetalPlatform {
             .then(|| PathBuf::from(FW_CFG_CONFIG))
     }
 
+    fn check(&self, machine: &machine_config::Machine) -> Vec<String> {
+        let mut problems = super::default_check(self, machine);
+        for (i, file) in machine.files.iter().enumerate() {
+            if !WRITABLE_FILE_ROOTS
+                .iter()
+                .any(|root| Path::new(&file.path).starts_with(root))
+            {
+                problems.push(format!(
+                    "machine.files[{i}].path: {} is on the read-only root image; files may only go under {}",
+                    file.path,
+                    WRITABLE_FILE_ROOTS.join(" or ")
+                ));
+            }
+        }
+        problems
+    }
+
     fn system_services(&self) -> Vec<ServiceSpec> {
         vec![ServiceSpec {
             name: "containerd".into(),
@@ -365,5 +384,43 @@ pub fn failed_boot(message: &str) -> ! {
     // reboot(2) only returns on failure; PID 1 must never exit.
     loop {
         std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn machine(yaml: &str) -> machine_config::Machine {
+        serde_yaml_ng::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn files_must_land_on_a_writable_mount() {
+        let platform = MetalPlatform::new();
+        let problems = platform.check(&machine(
+            "type: worker\nfiles: [{path: /etc/motd, content: x}, {path: /var/lib/app.conf, content: y}, {path: /run/x, content: z}]",
+        ));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("machine.files[0].path: /etc/motd is on the read-only root"),
+            "{problems:?}"
+        );
+        // `/variable` is not below `/var`.
+        let problems = platform.check(&machine(
+            "type: worker\nfiles: [{path: /variable, content: x}]",
+        ));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+    }
+
+    #[test]
+    fn services_cannot_take_a_system_service_name() {
+        let problems = MetalPlatform::new().check(&machine(
+            "type: worker\nservices: [{name: web, command: [/bin/true]}, {name: containerd, command: [/bin/true]}]",
+        ));
+        assert_eq!(
+            problems,
+            ["machine.services[1].name: containerd is a system service of the metal platform"]
+        );
     }
 }
