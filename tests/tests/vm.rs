@@ -79,15 +79,11 @@ fn a_node_boots_its_image_reboots_and_powers_off() {
     }
 
     // Files may only go to the writable mounts; a refused change changes nothing.
-    let refused = cluster.osctl(&[
-        "-e",
-        node,
-        "-n",
-        node,
-        "patch",
-        "-p",
-        r#"{"machine":{"files":[{"path":"/etc/motd","content":"hi"}]}}"#,
-    ]);
+    let patch_file = |path: &str| {
+        let patch = format!(r#"{{"machine":{{"files":[{{"path":"{path}","content":"hi"}}]}}}}"#);
+        cluster.osctl(&["-e", node, "-n", node, "patch", "-p", &patch])
+    };
+    let refused = patch_file("/etc/motd");
     assert_ne!(refused.code, 0);
     assert!(
         refused
@@ -96,17 +92,7 @@ fn a_node_boots_its_image_reboots_and_powers_off() {
         "{}",
         refused.stderr
     );
-    cluster
-        .osctl(&[
-            "-e",
-            node,
-            "-n",
-            node,
-            "patch",
-            "-p",
-            r#"{"machine":{"files":[{"path":"/var/etc/motd","content":"hi"}]}}"#,
-        ])
-        .success();
+    patch_file("/var/etc/motd").success();
 
     cluster
         .osctl(&["-e", node, "-n", node, "reboot", "--wait"])
