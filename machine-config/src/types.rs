@@ -167,15 +167,31 @@ pub enum FileOp {
     Append,
 }
 
-/// A service the supervisor runs as a real process.
+/// A service the supervisor runs: a process on the node, or, with `image`, a container
+/// in containerd's `system` namespace.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ServiceSpec {
     /// Unique name, a lowercase DNS label: `[a-z0-9]([a-z0-9-]*[a-z0-9])?`, at most 63
-    /// characters.
+    /// characters. A container service's container has this id.
     pub name: String,
     /// Program and arguments; the program is an absolute path or looked up in PATH.
+    /// Required for a process; for a container it replaces the image's entrypoint and
+    /// command when given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub command: Vec<String>,
+    /// An OCI image reference (`registry/name:tag`) to run the service from, as a
+    /// container; the image must be in containerd's `system` namespace (shipped in the
+    /// node image or imported over the API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Host paths bind-mounted into the container (container services only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<MountSpec>,
+    /// Capabilities the container keeps, e.g. `CAP_NET_BIND_SERVICE` (container services
+    /// only); a container has none unless listed here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
     /// Environment variables, on top of a minimal PATH.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
@@ -197,9 +213,40 @@ pub struct ServiceSpec {
 }
 
 impl ServiceSpec {
+    /// A process service running `command` with every other setting at its default
+    /// (what a config file that names only these two fields gets).
+    pub fn process(name: impl Into<String>, command: Vec<String>) -> Self {
+        ServiceSpec {
+            name: name.into(),
+            command,
+            image: None,
+            mounts: Vec::new(),
+            capabilities: Vec::new(),
+            env: BTreeMap::new(),
+            working_dir: None,
+            depends_on: Vec::new(),
+            restart: RestartPolicy::default(),
+            health_check: None,
+            stop_timeout: Self::default_stop_timeout(),
+        }
+    }
+
     fn default_stop_timeout() -> HumanDuration {
         HumanDuration(Duration::from_secs(10))
     }
+}
+
+/// A bind mount of a host path into a container service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MountSpec {
+    /// The host path (absolute).
+    pub source: String,
+    /// Where it appears in the container (absolute, not `/`).
+    pub destination: String,
+    /// Mount it read-only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
 }
 
 /// When the supervisor restarts an exited service (with exponential backoff).

@@ -151,7 +151,43 @@ fn services(problems: &mut Problems, services: &[ServiceSpec]) {
     for (i, service) in services.iter().enumerate() {
         let path = format!("machine.services[{i}]");
         problems.check(format!("{path}.name"), dns_label(&service.name));
-        problems.check(format!("{path}.command"), command(&service.command));
+        match &service.image {
+            None => {
+                problems.check(format!("{path}.command"), command(&service.command));
+                for field in container_only_fields(service) {
+                    problems.fail(
+                        format!("{path}.{field}"),
+                        "only a container service (one with an image) has this",
+                    );
+                }
+            }
+            Some(image) => {
+                problems.check(format!("{path}.image"), image_reference(image));
+                if !service.command.is_empty() {
+                    problems.check(format!("{path}.command"), command(&service.command));
+                }
+                for (j, mount) in service.mounts.iter().enumerate() {
+                    let at = format!("{path}.mounts[{j}]");
+                    problems.check(format!("{at}.source"), absolute_path(&mount.source));
+                    problems.check(
+                        format!("{at}.destination"),
+                        absolute_path(&mount.destination).and_then(|()| {
+                            if mount.destination.trim_end_matches('/').is_empty() {
+                                Err("cannot be / (the image is the root)".to_owned())
+                            } else {
+                                Ok(())
+                            }
+                        }),
+                    );
+                }
+                for (j, capability) in service.capabilities.iter().enumerate() {
+                    problems.check(
+                        format!("{path}.capabilities[{j}]"),
+                        known_capability(capability),
+                    );
+                }
+            }
+        }
         for key in service.env.keys() {
             problems.check(format!("{path}.env[{key:?}]"), env_key(key));
         }
@@ -356,6 +392,127 @@ fn command(command: &[String]) -> Result<(), String> {
     }
 }
 
+/// The container-only fields a process service sets (by their config names).
+fn container_only_fields(service: &ServiceSpec) -> Vec<&'static str> {
+    let mut fields = Vec::new();
+    if !service.mounts.is_empty() {
+        fields.push("mounts");
+    }
+    if !service.capabilities.is_empty() {
+        fields.push("capabilities");
+    }
+    fields
+}
+
+/// An image reference as containerd names images: `[host[:port]/]path[:tag][@digest]`,
+/// lowercase path components.
+fn image_reference(reference: &str) -> Result<(), String> {
+    let invalid = |why: &str| Err(format!("{reference:?} is not an image reference: {why}"));
+    let (name, digest) = match reference.split_once('@') {
+        Some((name, digest)) => (name, Some(digest)),
+        None => (reference, None),
+    };
+    if let Some(digest) = digest {
+        let hex = digest.strip_prefix("sha256:").unwrap_or("");
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return invalid("the digest must be sha256: and 64 hex digits");
+        }
+    }
+    // A tag follows the last ':' that comes after the last '/' (a port does not).
+    let (path, tag) = match name.rfind(':') {
+        Some(colon) if colon > name.rfind('/').unwrap_or(0) => {
+            (&name[..colon], Some(&name[colon + 1..]))
+        }
+        _ => (name, None),
+    };
+    if let Some(tag) = tag {
+        let valid = !tag.is_empty()
+            && tag.len() <= 128
+            && tag
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !valid {
+            return invalid("a tag is 1 to 128 of A-Z, a-z, 0-9, '.', '_' and '-'");
+        }
+    }
+    let mut components = path.split('/').peekable();
+    let first = components.next().unwrap_or("");
+    // The first component is a registry host when more follow and it looks like one.
+    let is_host = components.peek().is_some()
+        && (first.contains('.') || first.contains(':') || first == "localhost");
+    let rest: Vec<&str> = if is_host {
+        components.collect()
+    } else {
+        std::iter::once(first).chain(components).collect()
+    };
+    let component_ok = |c: &&str| {
+        !c.is_empty()
+            && c.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+            && c.as_bytes()[0].is_ascii_alphanumeric()
+    };
+    if rest.is_empty() || !rest.iter().all(component_ok) {
+        return invalid("path components are lowercase letters, digits, '.', '_' and '-'");
+    }
+    Ok(())
+}
+
+/// The Linux capabilities a container may keep.
+const CAPABILITIES: &[&str] = &[
+    "CAP_AUDIT_CONTROL",
+    "CAP_AUDIT_READ",
+    "CAP_AUDIT_WRITE",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_KILL",
+    "CAP_LEASE",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_MAC_ADMIN",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MKNOD",
+    "CAP_NET_ADMIN",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_RAW",
+    "CAP_PERFMON",
+    "CAP_SETFCAP",
+    "CAP_SETGID",
+    "CAP_SETPCAP",
+    "CAP_SETUID",
+    "CAP_SYSLOG",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_NICE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_WAKE_ALARM",
+];
+
+/// A capability name as the OCI runtime spec writes it.
+fn known_capability(capability: &str) -> Result<(), String> {
+    if CAPABILITIES.contains(&capability) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{capability:?} is not a Linux capability (names look like CAP_NET_BIND_SERVICE)"
+        ))
+    }
+}
+
 /// A POSIX environment variable name.
 fn env_key(key: &str) -> Result<(), String> {
     let mut chars = key.chars();
@@ -507,6 +664,34 @@ mod tests {
                 r#"machine.sysctls["vm.swappiness"]: "" must be non-empty"#,
             ),
             (
+                "[{op: add, path: /config/machine/services/0/mounts, value: [{source: /a, destination: /b}]}]",
+                "machine.services[0].mounts: only a container service (one with an image) has this",
+            ),
+            (
+                "[{op: add, path: /config/machine/services/0/image, value: 'Busybox:1'}]",
+                r#"machine.services[0].image: "Busybox:1" is not an image reference: path components are lowercase"#,
+            ),
+            (
+                "[{op: add, path: /config/machine/services/0/image, value: 'busybox:'}]",
+                r#"machine.services[0].image: "busybox:" is not an image reference: a tag is"#,
+            ),
+            (
+                "[{op: add, path: /config/machine/services/0/image, value: 'busybox@sha256:12'}]",
+                "the digest must be sha256: and 64 hex digits",
+            ),
+            (
+                "[{op: add, path: /config/machine/services/0/image, value: busybox}, {op: add, path: /config/machine/services/0/capabilities, value: [NET_ADMIN]}]",
+                r#"machine.services[0].capabilities[0]: "NET_ADMIN" is not a Linux capability"#,
+            ),
+            (
+                "[{op: add, path: /config/machine/services/0/image, value: busybox}, {op: add, path: /config/machine/services/0/mounts, value: [{source: /data, destination: /}]}]",
+                "machine.services[0].mounts[0].destination: cannot be / (the image is the root)",
+            ),
+            (
+                "[{op: add, path: /config/machine/services/0/image, value: busybox}, {op: add, path: /config/machine/services/0/mounts, value: [{source: data, destination: /d}]}]",
+                r#"machine.services[0].mounts[0].source: "data" must be an absolute path"#,
+            ),
+            (
                 "[{op: replace, path: /config/machine/files/0/path, value: etc/app.conf}]",
                 r#"machine.files[0].path: "etc/app.conf" must be an absolute path"#,
             ),
@@ -641,6 +826,9 @@ mod tests {
             "[{op: replace, path: /config/machine/network/interfaces/0/mtu, value: 68}]",
             "[{op: replace, path: /config/machine/files/0/permissions, value: 0o7777}]",
             "[{op: replace, path: /config/machine/services/0/healthCheck/timeout, value: 5s}]",
+            // A container service: the image's entrypoint when there is no command.
+            "[{op: add, path: /config/machine/services/0/image, value: 'localhost:5000/tools/busybox:1.35'}, {op: remove, path: /config/machine/services/0/command}]",
+            "[{op: add, path: /config/machine/services/0/image, value: 'busybox@sha256:0123456789012345678901234567890123456789012345678901234567890123'}, {op: add, path: /config/machine/services/0/capabilities, value: [CAP_NET_BIND_SERVICE]}, {op: add, path: /config/machine/services/0/mounts, value: [{source: /var/lib/web, destination: /www, readOnly: true}]}]",
         ] {
             accepts(mutation);
         }

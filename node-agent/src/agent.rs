@@ -166,7 +166,18 @@ impl Agent {
         );
         let notes = self.platform.apply_sysctls(&sysctls);
         let mut services = self.platform.system_services();
-        services.extend(machine.services.iter().cloned());
+        let runtime = crate::containerd::config::SERVICE_NAME;
+        let has_runtime = services.iter().any(|s| s.name == runtime);
+        services.extend(machine.services.iter().cloned().map(|mut service| {
+            // Container services start after containerd and stop before it.
+            if has_runtime
+                && service.image.is_some()
+                && !service.depends_on.iter().any(|d| d == runtime)
+            {
+                service.depends_on.push(runtime.to_owned());
+            }
+            service
+        }));
         self.supervisor.reconcile(&services).await;
         Ok(notes)
     }

@@ -4,7 +4,9 @@
 //! - [`platform`]: what differs between PID 1 on a machine and a process on a host.
 //! - [`config_store`]: the configuration files of the state directory, written atomically.
 //! - [`agent`]: the running agent and the rules for changing its configuration.
-//! - [`supervisor`]: services as supervised processes, their logs and health.
+//! - [`supervisor`]: services as supervised processes or containers, their logs and
+//!   health.
+//! - [`containerd`]: the node's containerd: its config, images, containers.
 //! - [`identity`]: the node's certificates (issued locally or requested from the
 //!   control plane).
 //! - [`server`]: the TLS listener, the auth and fan-out layers, the API handlers.
@@ -18,6 +20,7 @@
 
 pub mod agent;
 pub mod config_store;
+pub mod containerd;
 pub mod files;
 pub mod identity;
 pub mod kernel_security;
@@ -73,6 +76,11 @@ pub struct Options {
     /// on the next port.
     #[arg(long, default_value = "0.0.0.0:50000")]
     pub listen: SocketAddr,
+    /// Process platform: run a private containerd (this binary, looked up in PATH; the
+    /// host's package) with its socket and data under --state-dir, so that services
+    /// can run images. The metal platform always runs the root image's containerd.
+    #[arg(long, value_name = "BINARY", num_args = 0..=1, default_missing_value = "containerd")]
+    pub containerd: Option<PathBuf>,
 }
 
 impl Options {
@@ -83,6 +91,7 @@ impl Options {
             state_dir: PathBuf::from(platform::metal::STATE_DIR),
             config: None,
             listen: SocketAddr::from(([0, 0, 0, 0], api::DEFAULT_API_PORT)),
+            containerd: None,
         }
     }
 }
@@ -117,7 +126,10 @@ pub enum BootError {
 /// reboot re-executes or restarts, a shutdown exits).
 pub async fn run(options: Options) -> Result<(), BootError> {
     let platform: Arc<dyn Platform> = match options.platform {
-        PlatformKind::Process => Arc::new(ProcessPlatform::new(options.state_dir.clone())),
+        PlatformKind::Process => Arc::new(ProcessPlatform::new(
+            options.state_dir.clone(),
+            options.containerd.clone(),
+        )),
         PlatformKind::Metal => Arc::new(MetalPlatform::new()),
     };
     platform.prepare()?;
@@ -159,9 +171,16 @@ pub async fn run(options: Options) -> Result<(), BootError> {
         &identity.server.key_pem,
     )?;
 
+    let containerd = platform.containerd().map(|paths| {
+        if let Err(e) = paths.prepare() {
+            tracing::error!(error = %e, "preparing containerd; container services will fail");
+        }
+        containerd::Containerd::new(paths)
+    });
     let supervisor = supervisor::Supervisor::new(supervisor::SupervisorOptions {
         state_dir: Some(options.state_dir.join("services")),
         cgroup_root: platform.cgroup_root(),
+        containerd,
         ..supervisor::SupervisorOptions::new(options.state_dir.join("logs"))
     });
     let (lifecycle_tx, mut lifecycle_rx) = mpsc::unbounded_channel();

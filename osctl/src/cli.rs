@@ -37,6 +37,26 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// What `osctl image` does.
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// List the images.
+    #[command(alias = "list")]
+    Ls,
+    /// Import an OCI image archive (an OCI layout tarball, as `image-builder oci`
+    /// writes) into one node (-e or the context's first endpoint; not -n).
+    Import {
+        /// The archive.
+        file: PathBuf,
+    },
+    /// Remove an image.
+    #[command(alias = "remove")]
+    Rm {
+        /// The image name, e.g. node-os.local/busybox:1.35.
+        name: String,
+    },
+}
+
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -75,10 +95,13 @@ pub enum Command {
         #[arg(value_enum)]
         action: ServiceAction,
     },
-    /// Show a service's log.
+    /// Show a service's log (a container service's output too).
     Logs {
-        /// The service.
+        /// The service (or container id).
         service: String,
+        /// A container of Kubernetes (namespace k8s.io) rather than a service.
+        #[arg(short = 'k', long)]
+        kubernetes: bool,
         /// Keep streaming new lines.
         #[arg(short, long)]
         follow: bool,
@@ -95,8 +118,37 @@ pub enum Command {
         #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
         tail: i32,
     },
-    /// CPU time and memory of each service.
-    Stats,
+    /// CPU time and memory of each service (with -k: of each Kubernetes container).
+    Stats {
+        /// Kubernetes' containers (namespace k8s.io) instead of the services.
+        #[arg(short = 'k', long)]
+        kubernetes: bool,
+    },
+    /// List the containers: the node's container services (namespace system), or with
+    /// -k Kubernetes' (namespace k8s.io).
+    Ps {
+        /// Kubernetes' containers (namespace k8s.io).
+        #[arg(short = 'k', long)]
+        kubernetes: bool,
+    },
+    /// Restart a container: a container service (through its supervisor), or with -k a
+    /// Kubernetes container (its task is killed and started again).
+    Restart {
+        /// The container id (a container service's id is its name).
+        id: String,
+        /// A Kubernetes container (namespace k8s.io).
+        #[arg(short = 'k', long)]
+        kubernetes: bool,
+    },
+    /// Manage the container images of a node.
+    Image {
+        /// What to do.
+        #[command(subcommand)]
+        what: ImageCommand,
+        /// Kubernetes' images (namespace k8s.io) instead of the node's (system).
+        #[arg(short = 'k', long, global = true)]
+        kubernetes: bool,
+    },
     /// Memory of the nodes.
     Memory,
     /// Processes of the nodes.
@@ -334,6 +386,10 @@ pub struct ClusterCreate {
     /// configuration is left in its directory for `osctl --insecure apply-config`.
     #[arg(long)]
     pub skip_injecting_config: bool,
+    /// process: give each node a private containerd (the host's `containerd`, with
+    /// runc), so that services can run images. QEMU nodes always have one.
+    #[arg(long)]
+    pub containerd: bool,
 }
 
 /// How QEMU boots a node.

@@ -17,6 +17,8 @@ use std::time::SystemTime;
 
 use machine_config::ServiceSpec;
 
+use crate::containerd::ContainerdPaths;
+
 pub use metal::MetalPlatform;
 pub use process::ProcessPlatform;
 
@@ -63,9 +65,17 @@ pub trait Platform: Send + Sync + 'static {
     /// used when the state directory holds none.
     fn config_source(&self) -> Option<PathBuf>;
 
-    /// Services the platform itself runs, before the configuration's (containerd on
-    /// metal).
-    fn system_services(&self) -> Vec<ServiceSpec>;
+    /// The containerd this platform runs, if any (always on metal; on a process node
+    /// when asked for, from the host's packages).
+    fn containerd(&self) -> Option<ContainerdPaths>;
+
+    /// Services the platform itself runs, before the configuration's: containerd.
+    fn system_services(&self) -> Vec<ServiceSpec> {
+        self.containerd()
+            .map(|paths| paths.service())
+            .into_iter()
+            .collect()
+    }
 
     /// What in `machine` this platform cannot honour, one `field: why` line each (a
     /// file on the read-only root, a service named like a system service). A
@@ -94,24 +104,29 @@ pub trait Platform: Send + Sync + 'static {
     fn shutdown(&self) -> Result<Infallible, PlatformError>;
 }
 
-/// The check every platform makes: no service of the configuration may take the name
-/// of one of the platform's own.
+/// The checks every platform makes: no service of the configuration may take the name
+/// of one of the platform's own, and services with an image need containerd.
 pub fn default_check(
     platform: &(impl Platform + ?Sized),
     machine: &machine_config::Machine,
 ) -> Vec<String> {
     let system = platform.system_services();
-    machine
-        .services
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| system.iter().any(|own| own.name == s.name))
-        .map(|(i, s)| {
-            format!(
+    let has_containerd = platform.containerd().is_some();
+    let mut problems = Vec::new();
+    for (i, service) in machine.services.iter().enumerate() {
+        if system.iter().any(|own| own.name == service.name) {
+            problems.push(format!(
                 "machine.services[{i}].name: {} is a system service of the {} platform",
-                s.name,
+                service.name,
                 platform.name()
-            )
-        })
-        .collect()
+            ));
+        }
+        if service.image.is_some() && !has_containerd {
+            problems.push(format!(
+                "machine.services[{i}].image: this node runs no containerd (start a process \
+                 node's agent with --containerd)"
+            ));
+        }
+    }
+    problems
 }

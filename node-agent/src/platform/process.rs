@@ -14,21 +14,23 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::SystemTime;
 
-use machine_config::ServiceSpec;
-
 use super::{Platform, PlatformError};
+use crate::containerd::ContainerdPaths;
 
 /// The agent running as a normal process on a host.
 #[derive(Debug)]
 pub struct ProcessPlatform {
     state_dir: PathBuf,
     started: SystemTime,
+    containerd: Option<ContainerdPaths>,
 }
 
 impl ProcessPlatform {
-    /// A process platform keeping its state in `state_dir`.
-    pub fn new(state_dir: PathBuf) -> Self {
+    /// A process platform keeping its state in `state_dir`; with `containerd` (the
+    /// host's binary) it runs a private containerd instance under the state directory.
+    pub fn new(state_dir: PathBuf, containerd: Option<PathBuf>) -> Self {
         Self {
+            containerd: containerd.map(|binary| ContainerdPaths::under(&state_dir, binary)),
             state_dir,
             started: SystemTime::now(),
         }
@@ -70,8 +72,8 @@ impl Platform for ProcessPlatform {
         None
     }
 
-    fn system_services(&self) -> Vec<ServiceSpec> {
-        Vec::new()
+    fn containerd(&self) -> Option<ContainerdPaths> {
+        self.containerd.clone()
     }
 
     fn configure_network<'a>(

@@ -15,6 +15,8 @@ pub struct Access {
     pub least_role: Role,
     /// Whether the reply is a server stream (fan-out merges streams differently).
     pub server_streaming: bool,
+    /// Whether the request is a client stream (an upload); those go to one node only.
+    pub client_streaming: bool,
 }
 
 const fn unary(path: &'static str, least_role: Role) -> Access {
@@ -22,14 +24,21 @@ const fn unary(path: &'static str, least_role: Role) -> Access {
         path,
         least_role,
         server_streaming: false,
+        client_streaming: false,
     }
 }
 
 const fn streaming(path: &'static str, least_role: Role) -> Access {
     Access {
-        path,
-        least_role,
         server_streaming: true,
+        ..unary(path, least_role)
+    }
+}
+
+const fn upload(path: &'static str, least_role: Role) -> Access {
+    Access {
+        client_streaming: true,
+        ..unary(path, least_role)
     }
 }
 
@@ -56,6 +65,17 @@ pub const MACHINE_API: &[Access] = &[
     streaming("/machine.v1alpha1.MachineService/Dmesg", Role::Reader),
     unary("/machine.v1alpha1.MachineService/Stats", Role::Reader),
     unary("/machine.v1alpha1.MachineService/Memory", Role::Reader),
+    unary("/machine.v1alpha1.MachineService/Containers", Role::Reader),
+    unary("/machine.v1alpha1.MachineService/Restart", Role::Operator),
+    unary("/machine.v1alpha1.MachineService/ImageList", Role::Reader),
+    upload(
+        "/machine.v1alpha1.MachineService/ImageImport",
+        Role::Operator,
+    ),
+    unary(
+        "/machine.v1alpha1.MachineService/ImageRemove",
+        Role::Operator,
+    ),
     unary("/machine.v1alpha1.MachineService/Processes", Role::Reader),
     unary("/machine.v1alpha1.MachineService/Mounts", Role::Reader),
     unary(
@@ -104,7 +124,7 @@ mod tests {
             for service in file.service.iter().filter(|s| s.name() == "MachineService") {
                 for method in &service.method {
                     let path = format!("/{}.{}/{}", file.package(), service.name(), method.name());
-                    declared.push((path, method.server_streaming()));
+                    declared.push((path, method.server_streaming(), method.client_streaming()));
                 }
             }
         }
@@ -113,9 +133,10 @@ mod tests {
             MACHINE_API.len(),
             "table and API differ in size"
         );
-        for (path, server_streaming) in declared {
+        for (path, server_streaming, client_streaming) in declared {
             let entry = lookup(&path).unwrap_or_else(|| panic!("{path} has no access entry"));
             assert_eq!(entry.server_streaming, server_streaming, "{path}");
+            assert_eq!(entry.client_streaming, client_streaming, "{path}");
         }
     }
 

@@ -124,6 +124,12 @@ impl<S> Fanout<S> {
         let path = request.uri().path();
         // The auth layer already refused paths that are not in the table.
         let access = access::lookup(path).ok_or_else(|| Status::unimplemented(path.to_owned()))?;
+        if access.client_streaming {
+            return Err(Status::failed_precondition(format!(
+                "{} uploads to one node: call that node's endpoint without --nodes",
+                access::method_name(path)
+            )));
+        }
         let nodes = nodes
             .to_str()
             .map_err(|_| Status::invalid_argument("nodes metadata is not text"))?

@@ -43,7 +43,7 @@ enum ServiceVerb {
 
 /// The MachineService of one node.
 pub struct MachineApi {
-    agent: Arc<Agent>,
+    pub(super) agent: Arc<Agent>,
     /// Control-plane nodes hold the CA and can mint client certificates.
     authority: Option<Arc<pki::CertificateAuthority>>,
 }
@@ -54,7 +54,7 @@ impl MachineApi {
         Self { agent, authority }
     }
 
-    async fn metadata(&self) -> Option<NodeMetadata> {
+    pub(super) async fn metadata(&self) -> Option<NodeMetadata> {
         Some(NodeMetadata {
             hostname: self.agent.hostname().await,
             error: String::new(),
@@ -296,6 +296,14 @@ impl MachineService for MachineApi {
         request: Request<LogsRequest>,
     ) -> Result<Response<BoxStream<'static, Result<Data, Status>>>, Status> {
         let request = request.into_inner();
+        if !request.namespace.is_empty() && request.namespace != crate::containerd::SYSTEM_NAMESPACE
+        {
+            return Err(Status::failed_precondition(format!(
+                "containers of namespace {} log through the kubelet (CRI log files), which this \
+                 node does not run; only the agent's services (namespace system) have logs here",
+                request.namespace
+            )));
+        }
         let supervisor = &self.agent.supervisor;
         let tail = usize::try_from(request.tail_lines).unwrap_or(usize::MAX);
         // With follow, history and subscription come from one step: no line is lost
@@ -397,7 +405,20 @@ impl MachineService for MachineApi {
         ))
     }
 
-    async fn stats(&self, _: Request<StatsRequest>) -> Result<Response<StatsResponse>, Status> {
+    async fn stats(
+        &self,
+        request: Request<StatsRequest>,
+    ) -> Result<Response<StatsResponse>, Status> {
+        let namespace = request.into_inner().namespace;
+        if !namespace.is_empty() {
+            let stats = self.container_stats(namespace).await?;
+            return Ok(Response::new(StatsResponse {
+                messages: vec![Stats {
+                    metadata: self.metadata().await,
+                    stats,
+                }],
+            }));
+        }
         let supervisor = &self.agent.supervisor;
         let stats = supervisor
             .list()
@@ -407,7 +428,7 @@ impl MachineService for MachineApi {
                 Some(ServiceStat {
                     cpu_time_nanos: figures.cpu_time.as_nanos() as u64,
                     memory_bytes: figures.memory_bytes,
-                    source: if service.cgroup.is_some() {
+                    source: if service.cgroup.is_some() || supervisor.is_container(&service.name) {
                         "cgroup"
                     } else {
                         "procfs"
@@ -423,6 +444,41 @@ impl MachineService for MachineApi {
                 stats,
             }],
         }))
+    }
+
+    async fn containers(
+        &self,
+        request: Request<ContainersRequest>,
+    ) -> Result<Response<ContainersResponse>, Status> {
+        self.list_containers(request).await
+    }
+
+    async fn restart(
+        &self,
+        request: Request<RestartRequest>,
+    ) -> Result<Response<RestartResponse>, Status> {
+        self.restart_container(request).await
+    }
+
+    async fn image_list(
+        &self,
+        request: Request<ImageListRequest>,
+    ) -> Result<Response<ImageListResponse>, Status> {
+        self.list_images(request).await
+    }
+
+    async fn image_import(
+        &self,
+        request: Request<tonic::Streaming<ImageImportRequest>>,
+    ) -> Result<Response<ImageImportResponse>, Status> {
+        self.import_image(request).await
+    }
+
+    async fn image_remove(
+        &self,
+        request: Request<ImageRemoveRequest>,
+    ) -> Result<Response<ImageRemoveResponse>, Status> {
+        self.remove_image(request).await
     }
 
     async fn memory(&self, _: Request<MemoryRequest>) -> Result<Response<MemoryResponse>, Status> {

@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod auth;
+mod containers;
 pub mod fanout;
 pub mod listener;
 pub mod machine;

@@ -34,7 +34,7 @@ pub(super) fn remove(dir: &Path) -> io::Result<()> {
 }
 
 /// Reads CPU time (`cpu.stat` usage_usec) and memory (`memory.current`) of cgroup `dir`.
-pub(super) fn usage(dir: &Path) -> io::Result<ProcessStats> {
+pub(crate) fn usage(dir: &Path) -> io::Result<ProcessStats> {
     let cpu_stat = fs::read_to_string(dir.join("cpu.stat"))?;
     let usec = parse_usage_usec(&cpu_stat)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "cpu.stat has no usage_usec"))?;

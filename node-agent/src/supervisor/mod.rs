@@ -73,6 +73,7 @@ mod service;
 mod status;
 #[cfg(test)]
 mod tests;
+mod workload;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -86,6 +87,7 @@ use machine_config::ServiceSpec;
 use tokio::sync::{broadcast, watch};
 use tracing::{debug, info, warn};
 
+pub(crate) use cgroup::usage as cgroup_usage;
 pub use error::{Error, Result};
 pub use reaper::{ExitStatus, ExitWaiter, Spawned, become_subreaper, spawn_process, start_reaper};
 pub use status::{Health, ProcessStats, ServiceState, ServiceStatus};
@@ -94,8 +96,9 @@ use logs::LogSink;
 use service::{Request, ServiceEntry};
 
 /// How the supervisor runs services: where logs go, how big they may grow, restart
-/// backoff, cgroups. Build it with [`SupervisorOptions::new`] and adjust fields.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// backoff, cgroups, the container runtime. Build it with [`SupervisorOptions::new`]
+/// and adjust fields.
+#[derive(Debug, Clone)]
 pub struct SupervisorOptions {
     /// Directory of the service logs (`<log_dir>/<name>.log`); created when needed.
     pub log_dir: PathBuf,
@@ -113,6 +116,8 @@ pub struct SupervisorOptions {
     /// Where services without a `workingDir` get their own `<state_dir>/<name>` directory
     /// as working directory; `None` leaves them in the agent's working directory.
     pub state_dir: Option<PathBuf>,
+    /// The containerd that runs services with an image; `None` refuses them.
+    pub containerd: Option<crate::containerd::Containerd>,
 }
 
 impl SupervisorOptions {
@@ -126,6 +131,7 @@ impl SupervisorOptions {
             backoff_max: Duration::from_secs(30),
             cgroup_root: None,
             state_dir: None,
+            containerd: None,
         }
     }
 }
@@ -247,6 +253,18 @@ impl Supervisor {
         );
     }
 
+    /// The containerd that runs this supervisor's container services, if the node has one.
+    pub fn containerd(&self) -> Option<&crate::containerd::Containerd> {
+        self.shared.options.containerd.as_ref()
+    }
+
+    /// Whether service `name` runs as a container.
+    pub fn is_container(&self, name: &str) -> bool {
+        self.shared
+            .entry(name)
+            .is_ok_and(|entry| entry.spec.image.is_some())
+    }
+
     /// Asks service `name` to run (after its dependencies); no effect if it runs.
     /// Returns at once: watch [`Supervisor::status`] for progress.
     pub async fn start(&self, name: &str) -> Result<()> {
@@ -332,10 +350,19 @@ impl Supervisor {
             .map_err(|e| Error::io(name, what, e))
     }
 
-    /// CPU time and memory of service `name`: from its cgroup when it has one, else
-    /// summed over its main process, descendants and process group from `/proc`.
+    /// CPU time and memory of service `name`: from its cgroup when it has one (a
+    /// container always has), else summed over its main process, descendants and
+    /// process group from `/proc`.
     pub fn stats(&self, name: &str) -> Result<ProcessStats> {
-        let status = self.shared.entry(name)?.status();
+        let entry = self.shared.entry(name)?;
+        let status = entry.status();
+        if entry.spec.image.is_some() {
+            let pid = status
+                .pid
+                .ok_or_else(|| Error::NotRunning(name.to_owned()))?;
+            return crate::containerd::stats::usage(pid)
+                .map_err(|e| Error::io(name, "reading the container's cgroup", e));
+        }
         if let Some(dir) = &status.cgroup {
             match cgroup::usage(dir) {
                 Ok(stats) => return Ok(stats),

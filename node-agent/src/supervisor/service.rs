@@ -6,9 +6,7 @@
 //! state (the health monitor only writes the health of the process it was started for).
 
 use std::fs;
-use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -19,9 +17,9 @@ use tokio::task::{AbortHandle, JoinHandle};
 use tracing::{info, warn};
 
 use super::logs::LogSink;
-use super::process::{self, ProcessGroup};
-use super::reaper::{self, ExitStatus, ExitWaiter};
+use super::reaper::ExitStatus;
 use super::status::{Health, ServiceState, ServiceStatus};
+use super::workload::{self, Launched, Workload};
 use super::{Shared, cgroup, health, lock};
 
 /// A process that ran at least this many times the initial backoff is considered to have
@@ -238,7 +236,8 @@ impl Runner {
         }
     }
 
-    /// Spawns the process and supervises it until it exits or a request ends it.
+    /// Launches the process or container and supervises it until it exits or a request
+    /// ends it.
     async fn run_once(&mut self) -> Ended {
         let entry = Arc::clone(&self.entry);
         let spec = &entry.spec;
@@ -250,31 +249,39 @@ impl Runner {
             Ok(cwd) => cwd,
             Err(why) => return Ended::SpawnFailed(why),
         };
-        let cgroup = self.create_cgroup();
-        let mut cmd = match process::command(spec, &spec.command, cwd.as_deref()) {
-            Ok(cmd) => cmd,
+        let launched = if spec.image.is_some() {
+            let options = &self.shared.options;
+            let launch = workload::launch_container(
+                options.containerd.clone(),
+                spec.clone(),
+                options.cgroup_root.clone(),
+            );
+            tokio::select! {
+                launched = launch => launched,
+                () = next(&mut self.target) => {
+                    // The launch was cut short: whatever it created goes.
+                    if let Some(containerd) = options.containerd.clone() {
+                        let id = spec.name.clone();
+                        tokio::spawn(async move {
+                            let _ = containerd.remove_container(crate::containerd::SYSTEM_NAMESPACE, &id).await;
+                        });
+                    }
+                    return Ended::Interrupted;
+                }
+            }
+        } else {
+            workload::launch_process(spec, cwd.as_deref(), self.create_cgroup())
+        };
+        let Launched {
+            pid,
+            cgroup,
+            output,
+            mut workload,
+        } = match launched {
+            Ok(launched) => launched,
             Err(why) => return Ended::SpawnFailed(why),
         };
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let spawned = match reaper::spawn_process(&mut cmd) {
-            Ok(spawned) => spawned,
-            // `command` accepted the argv, so it has a first element.
-            Err(e) => return Ended::SpawnFailed(format!("spawning {:?}: {e}", spec.command[0])),
-        };
-        let pid = spawned.pid;
-        let group = ProcessGroup::new(pid);
-        let cgroup = cgroup.and_then(|dir| match cgroup::attach(&dir, pid) {
-            Ok(()) => Some(dir),
-            Err(e) => {
-                warn!(service = %spec.name, cgroup = %dir.display(), error = %e, "cannot move service into its cgroup");
-                None
-            }
-        });
-        let pipes = [
-            spawned.stdout.map(OwnedFd::from),
-            spawned.stderr.map(OwnedFd::from),
-        ];
-        for fd in pipes.into_iter().flatten() {
+        for fd in output {
             let log = Arc::clone(&entry.log);
             // Ends at end of file, i.e. when the last process holding the pipe is gone.
             tokio::spawn(async move { log.pump(fd).await });
@@ -299,20 +306,19 @@ impl Runner {
                 pid,
             )))
         });
-        let mut exit = spawned.exit;
         let (status, interrupted) = loop {
             tokio::select! {
-                status = &mut exit => break (status, false),
+                status = workload.exited() => break (status, false),
                 () = next(&mut self.target) => {
                     if self.target.borrow().request == Request::Run {
                         continue; // already running
                     }
-                    break (self.terminate(&group, &mut exit).await, true);
+                    break (self.terminate(&mut workload).await, true);
                 }
             }
         };
         drop(monitor);
-        group.finish();
+        workload.finish().await;
         info!(service = %spec.name, pid, %status, "service exited");
         entry.update(|s| {
             s.pid = None;
@@ -329,20 +335,21 @@ impl Runner {
         }
     }
 
-    /// SIGTERM to the process group, then SIGKILL after the spec's stop timeout.
-    async fn terminate(&self, group: &ProcessGroup, exit: &mut ExitWaiter) -> ExitStatus {
+    /// SIGTERM to the process group (or container), then SIGKILL after the spec's stop
+    /// timeout.
+    async fn terminate(&self, workload: &mut Workload) -> ExitStatus {
         self.entry.update(|status| {
             status.state = ServiceState::Stopping;
             status.message.clear();
         });
-        group.signal(Signal::SIGTERM);
+        workload.signal(Signal::SIGTERM).await;
         let timeout = self.entry.spec.stop_timeout.0;
-        match tokio::time::timeout(timeout, &mut *exit).await {
+        match tokio::time::timeout(timeout, workload.exited()).await {
             Ok(status) => status,
             Err(_) => {
                 warn!(service = %self.entry.spec.name, timeout = %HumanDuration(timeout), "service ignored SIGTERM; sending SIGKILL");
-                group.signal(Signal::SIGKILL);
-                exit.await
+                workload.signal(Signal::SIGKILL).await;
+                workload.exited().await
             }
         }
     }

@@ -3,12 +3,13 @@
 
 pub mod cluster;
 pub mod config;
+pub mod containers;
 pub mod gen_config;
 pub mod node;
 
 use std::path::PathBuf;
 
-use crate::cli::{Cli, ClusterCommand, Command, GenCommand, Resource};
+use crate::cli::{Cli, ClusterCommand, Command, GenCommand, ImageCommand, Resource};
 use crate::client_config::ClientConfig;
 use crate::connection::{Connection, Target};
 use crate::output::Format;
@@ -98,11 +99,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Service { name, action } => node::service(&session, &name, action).await,
         Command::Logs {
             service,
+            kubernetes,
             follow,
             tail,
-        } => node::logs(&session, &service, follow, tail).await,
+        } => node::logs(&session, &service, namespace(kubernetes), follow, tail).await,
         Command::Dmesg { follow, tail } => node::dmesg(&session, follow, tail).await,
-        Command::Stats => node::stats(&session).await,
+        Command::Stats { kubernetes } => node::stats(&session, kubernetes).await,
+        Command::Ps { kubernetes } => containers::ps(&session, namespace(kubernetes)).await,
+        Command::Restart { id, kubernetes } => {
+            containers::restart(&session, namespace(kubernetes), &id).await
+        }
+        Command::Image { what, kubernetes } => {
+            let namespace = namespace(kubernetes);
+            match what {
+                ImageCommand::Ls => containers::images(&session, namespace).await,
+                ImageCommand::Import { file } => {
+                    containers::import(&session, namespace, &file).await
+                }
+                ImageCommand::Rm { name } => containers::remove(&session, namespace, &name).await,
+            }
+        }
         Command::Memory => node::memory(&session).await,
         Command::Processes => node::processes(&session).await,
         Command::Mounts => node::mounts(&session).await,
@@ -123,4 +139,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The containerd namespace a `-k` flag selects: the kubelet's, or (empty) the node's
+/// own `system`.
+fn namespace(kubernetes: bool) -> &'static str {
+    if kubernetes { "k8s.io" } else { "" }
 }

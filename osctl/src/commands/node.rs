@@ -15,7 +15,7 @@ use crate::output::{self, NodeRow, Row};
 use super::Session;
 
 /// Reply items that say which node they came from.
-trait FromNode {
+pub(super) trait FromNode {
     fn metadata(&self) -> Option<&NodeMetadata>;
 }
 
@@ -42,12 +42,20 @@ from_node!(
     KernelSecurityReport,
     ApplyConfiguration,
     Configuration,
-    ClientConfiguration
+    ClientConfiguration,
+    ContainerList,
+    RestartResult,
+    ImageList,
+    ImageImportResult,
+    ImageRemoveResult,
 );
 
 /// Turns reply items into rows: `rows_of` expands an item into its rows; an item
 /// with an error becomes an error row.
-fn node_rows<I: FromNode, T>(items: Vec<I>, rows_of: impl Fn(I) -> Vec<T>) -> Vec<NodeRow<T>> {
+pub(super) fn node_rows<I: FromNode, T>(
+    items: Vec<I>,
+    rows_of: impl Fn(I) -> Vec<T>,
+) -> Vec<NodeRow<T>> {
     items
         .into_iter()
         .flat_map(|item| {
@@ -72,7 +80,7 @@ fn node_rows<I: FromNode, T>(items: Vec<I>, rows_of: impl Fn(I) -> Vec<T>) -> Ve
 }
 
 /// Prints rows and fails when any node failed (after printing every row).
-fn finish<T: Row>(session: &Session, rows: &[NodeRow<T>]) -> anyhow::Result<()> {
+pub(super) fn finish<T: Row>(session: &Session, rows: &[NodeRow<T>]) -> anyhow::Result<()> {
     output::print(session.format, rows)?;
     let failed = rows.iter().filter(|r| r.error.is_some()).count();
     if failed > 0 {
@@ -82,7 +90,7 @@ fn finish<T: Row>(session: &Session, rows: &[NodeRow<T>]) -> anyhow::Result<()> 
 }
 
 /// A failed call as a one-line error.
-fn call_failed(what: &str) -> impl FnOnce(tonic::Status) -> anyhow::Error + '_ {
+pub(super) fn call_failed(what: &str) -> impl FnOnce(tonic::Status) -> anyhow::Error + '_ {
     move |status| anyhow::anyhow!("{what}: {}", explain_status(&status))
 }
 
@@ -407,7 +415,13 @@ async fn print_stream(
 }
 
 /// `osctl logs SERVICE [-f] [--tail N]`.
-pub async fn logs(session: &Session, service: &str, follow: bool, tail: i32) -> anyhow::Result<()> {
+pub async fn logs(
+    session: &Session,
+    service: &str,
+    namespace: &str,
+    follow: bool,
+    tail: i32,
+) -> anyhow::Result<()> {
     let conn = session.connect().await?;
     let stream = conn
         .client
@@ -416,6 +430,7 @@ pub async fn logs(session: &Session, service: &str, follow: bool, tail: i32) -> 
             service: service.to_owned(),
             tail_lines: tail,
             follow,
+            namespace: namespace.to_owned(),
         }))
         .await
         .map_err(call_failed("logs"))?;
@@ -439,6 +454,7 @@ pub async fn dmesg(session: &Session, follow: bool, tail: i32) -> anyhow::Result
 
 #[derive(Debug, Serialize)]
 struct StatRow {
+    /// A service name, or a container id with -k.
     service: String,
     cpu_seconds: f64,
     memory_bytes: u64,
@@ -460,12 +476,15 @@ impl Row for StatRow {
 }
 
 /// `osctl stats`.
-pub async fn stats(session: &Session) -> anyhow::Result<()> {
+pub async fn stats(session: &Session, kubernetes: bool) -> anyhow::Result<()> {
     let conn = session.connect().await?;
+    let namespace = if kubernetes { "k8s.io" } else { "" };
     let reply = conn
         .client
         .clone()
-        .stats(conn.request(StatsRequest {}))
+        .stats(conn.request(StatsRequest {
+            namespace: namespace.to_owned(),
+        }))
         .await
         .map_err(call_failed("stats"))?;
     finish(

@@ -25,11 +25,11 @@ use std::pin::Pin;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use machine_config::{RestartPolicy, ServiceSpec};
 use nix::mount::{MntFlags, MsFlags, umount2};
 use nix::sys::reboot::{RebootMode, reboot};
 
 use super::{Platform, PlatformError};
+use crate::containerd::ContainerdPaths;
 use cmdline::BootParameters;
 
 /// The state directory on metal: the STATE partition's mount point.
@@ -272,21 +272,8 @@ impl Platform for MetalPlatform {
         problems
     }
 
-    fn system_services(&self) -> Vec<ServiceSpec> {
-        vec![ServiceSpec {
-            name: "containerd".into(),
-            command: vec![
-                "/usr/bin/containerd".into(),
-                "--config".into(),
-                "/etc/containerd/config.toml".into(),
-            ],
-            env: BTreeMap::new(),
-            working_dir: None,
-            depends_on: Vec::new(),
-            restart: RestartPolicy::Always,
-            health_check: None,
-            stop_timeout: machine_config::HumanDuration(Duration::from_secs(10)),
-        }]
+    fn containerd(&self) -> Option<ContainerdPaths> {
+        Some(ContainerdPaths::metal())
     }
 
     fn configure_network<'a>(

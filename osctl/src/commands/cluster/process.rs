@@ -13,6 +13,7 @@ pub(super) struct Launcher {
     binary: PathBuf,
     port: u16,
     inject_config: bool,
+    containerd: bool,
 }
 
 impl Launcher {
@@ -21,6 +22,7 @@ impl Launcher {
             binary: agent_binary(options.agent_binary.as_deref())?,
             port: options.port,
             inject_config: !options.skip_injecting_config,
+            containerd: options.containerd,
         })
     }
 
@@ -35,6 +37,9 @@ impl Launcher {
             .arg(&node.state_dir);
         if self.inject_config {
             agent.arg("--config").arg(config);
+        }
+        if self.containerd {
+            agent.arg("--containerd");
         }
         let child = agent
             .arg("--listen")
