@@ -163,6 +163,7 @@ pub const PLATFORM: Platform = Platform {
 
 #[derive(Serialize)]
 struct ImageConfig<'a> {
+    created: String,
     architecture: &'static str,
     os: &'static str,
     config: &'a Config,
@@ -207,11 +208,12 @@ pub struct Layout {
 
 impl Image {
     /// Writes the image as an OCI layout tar file, every file of both tars with the
-    /// mtime `mtime`.
+    /// mtime `mtime`, which is also the image's `created` time.
     pub fn layout(&self, mtime: u64) -> Layout {
         let layer = tar::write(&self.layer, mtime);
         let layer_descriptor = Descriptor::of(LAYER_MEDIA_TYPE, &layer);
         let config = json(&ImageConfig {
+            created: rfc3339(mtime),
             architecture: PLATFORM.architecture,
             os: PLATFORM.os,
             config: &self.config,
@@ -260,6 +262,33 @@ impl Image {
             manifest: manifest_descriptor,
         }
     }
+}
+
+/// Seconds since the epoch as an RFC 3339 UTC time, `2025-01-01T00:00:00Z`.
+fn rfc3339(seconds: u64) -> String {
+    let (days, time) = (seconds / 86_400, seconds % 86_400);
+    // The civil date of a day number (Howard Hinnant's days_from_civil inverse), in
+    // eras of 400 years from 0000-03-01.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        time / 3600,
+        time / 60 % 60,
+        time % 60
+    )
 }
 
 /// Compact JSON: struct fields in declaration order, maps sorted, so the bytes (and
@@ -349,6 +378,7 @@ mod tests {
         assert_eq!(manifest["mediaType"], MANIFEST_MEDIA_TYPE);
         let config: Value =
             serde_json::from_slice(follow(&blobs, &manifest["config"], CONFIG_MEDIA_TYPE)).unwrap();
+        assert_eq!(config["created"], "2025-01-01T00:00:00Z");
         assert_eq!(config["architecture"], "amd64");
         assert_eq!(config["os"], "linux");
         assert_eq!(config["config"]["Cmd"], serde_json::json!(["sh"]));
@@ -390,6 +420,15 @@ mod tests {
         assert_eq!(one.manifest, two.manifest);
         let later = busybox().layout(EPOCH + 1);
         assert_ne!(later.manifest.digest, one.manifest.digest);
+    }
+
+    #[test]
+    fn times_are_rfc3339_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_825_599), "2000-02-29T11:59:59Z");
+        assert_eq!(rfc3339(1_709_251_199), "2024-02-29T23:59:59Z");
+        assert_eq!(rfc3339(1_735_689_600), "2025-01-01T00:00:00Z");
+        assert_eq!(rfc3339(4_102_444_800), "2100-01-01T00:00:00Z");
     }
 
     #[test]
