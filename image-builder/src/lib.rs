@@ -12,14 +12,18 @@
 //! - [`fragment`]: whether the fragment states every requirement.
 //! - [`build`]: `image-builder build`, the node image (kernel, initramfs, root image,
 //!   disk) from Debian packages and the agent; see docs/image.md.
+//! - [`oci`]: `image-builder oci`, OCI image layouts from Debian packages and files,
+//!   which the root image ships for containerd.
 //!
-//! Apart from [`build`], which downloads packages and runs tools, the library does no
-//! I/O; the `image-builder` binary reads the files.
+//! Apart from [`build`], which downloads packages and runs tools, and [`oci`], which
+//! reads packages and files and writes a layout, the library does no I/O; the
+//! `image-builder` binary reads the files.
 #![deny(missing_docs)]
 
 pub mod build;
 pub mod check;
 pub mod fragment;
+pub mod oci;
 pub mod report;
 
 pub use kernel_policy::{config, data, error, target};

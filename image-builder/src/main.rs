@@ -1,4 +1,4 @@
-//! `image-builder`: builds node images. Subcommands: `build`, `kernel-check`.
+//! `image-builder`: builds node images. Subcommands: `build`, `oci`, `kernel-check`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use image_builder::build::{self, DiskFormat, KernelSource};
+use image_builder::oci::contents::{self, FileSpec, LinkSpec};
+use image_builder::oci::{Config, Reference};
 use image_builder::{Format, KernelConfig, Recommendations, check, render};
 
 #[derive(Parser)]
@@ -21,9 +23,9 @@ enum Command {
     /// Builds a node image: kernel, initramfs, root image, disk and manifest.
     ///
     /// Downloads the Debian packages (kernel, containerd, runc, their libraries,
-    /// ca-certificates, systemd-boot-efi) with apt-get into the cache; needs
-    /// dpkg-deb, depmod, zstd, mksquashfs, sgdisk, mkfs.fat, mcopy, mkfs.ext4 and, for
-    /// qcow2, qemu-img. See docs/image.md.
+    /// ca-certificates, systemd-boot-efi, busybox-static for the shipped OCI image)
+    /// with apt-get into the cache; needs dpkg-deb, depmod, zstd, mksquashfs, sgdisk,
+    /// mkfs.fat, mcopy, mkfs.ext4 and, for qcow2, qemu-img. See docs/image.md.
     Build {
         /// The kernel image package (default: the one linux-image-amd64 depends on).
         #[arg(long, value_name = "PKG", conflicts_with = "kernel")]
@@ -46,6 +48,52 @@ enum Command {
         /// The timestamp of every file of the image.
         #[arg(long, env = "SOURCE_DATE_EPOCH", default_value_t = build::DEFAULT_SOURCE_DATE_EPOCH)]
         source_date_epoch: u64,
+    },
+    /// Builds an OCI image from Debian packages and files, as an OCI layout tar file.
+    ///
+    /// The file is what `ctr image import`, `docker load` and skopeo's `oci-archive:`
+    /// read; one uncompressed layer, every file owned by root with one mtime, so the
+    /// same inputs give the same bytes. Prints NAME@DIGEST (the manifest's digest).
+    /// Arguments after `--` are the default command (the image's Cmd). See
+    /// docs/image.md.
+    #[command(
+        after_help = "Example: image-builder oci --name node-os.local/busybox:1.35.0 \\\n  --package busybox-static --link /bin/sh=busybox --out busybox.tar -- sh"
+    )]
+    Oci {
+        /// The image's name, with a registry host: HOST[:PORT]/PATH[:TAG] (tag: latest).
+        #[arg(long, value_name = "NAME[:TAG]")]
+        name: Reference,
+        /// A Debian package whose files go into the image (repeatable).
+        #[arg(long = "package", value_name = "PKG")]
+        packages: Vec<String>,
+        /// A file or directory of this machine, and its path in the image
+        /// (repeatable).
+        #[arg(long = "file", value_name = "SRC=DEST")]
+        files: Vec<FileSpec>,
+        /// A symbolic link in the image, e.g. /bin/sh=busybox (repeatable).
+        #[arg(long = "link", value_name = "PATH=TARGET")]
+        links: Vec<LinkSpec>,
+        /// The entrypoint, one word per use: --entrypoint /bin/busybox.
+        #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+        entrypoint: Vec<String>,
+        /// An environment variable (repeatable; PATH has Docker's default unless set).
+        #[arg(long = "env", value_name = "KEY=VALUE")]
+        env: Vec<String>,
+        /// The working directory of its containers.
+        #[arg(long, value_name = "DIR")]
+        workdir: Option<String>,
+        /// The OCI layout tar file to write (replaced if it exists).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// The package cache.
+        #[arg(long, value_name = "DIR", env = "IMAGE_BUILDER_CACHE", default_value = build::DEFAULT_CACHE)]
+        cache: PathBuf,
+        /// The timestamp of every file.
+        #[arg(long, env = "SOURCE_DATE_EPOCH", default_value_t = build::DEFAULT_SOURCE_DATE_EPOCH)]
+        source_date_epoch: u64,
+        /// The default command (Cmd).
+        #[arg(last = true, value_name = "CMD")]
+        cmd: Vec<String>,
     },
     /// Checks a kernel .config against the KSPP hardening recommendations.
     ///
@@ -118,6 +166,45 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 cache,
                 source_date_epoch,
             })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Oci {
+            name,
+            packages,
+            files,
+            links,
+            entrypoint,
+            env,
+            workdir,
+            out,
+            cache,
+            source_date_epoch,
+            cmd,
+        } => {
+            let mut config = Config {
+                entrypoint,
+                cmd,
+                working_dir: workdir.unwrap_or_default(),
+                ..Config::default()
+            };
+            for variable in &env {
+                config.set_env(variable)?;
+            }
+            let options = contents::Options {
+                reference: name,
+                packages,
+                files,
+                links,
+                config,
+                out,
+                cache,
+                source_date_epoch,
+            };
+            let (layout, packages) = contents::build(&options)?;
+            for package in &packages {
+                eprintln!("image-builder: {} {}", package.name, package.version);
+            }
+            println!("{}@{}", options.reference, layout.manifest.digest);
             Ok(ExitCode::SUCCESS)
         }
         Command::KernelCheck {

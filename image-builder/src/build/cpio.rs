@@ -1,112 +1,48 @@
 //! A deterministic cpio writer in the `newc` format the kernel unpacks initramfs from.
 //!
-//! Entries are written sorted by path, every parent directory before its children, all
-//! owned by 0:0, with one mtime, and inode numbers assigned in that order.
+//! Entries are written in [`Archive`] order (sorted by path, every parent directory
+//! before its children), all owned by 0:0, with one mtime, and inode numbers assigned
+//! in that order.
 
-use std::collections::BTreeMap;
+use super::archive::{Archive, Kind};
 
 const S_IFDIR: u32 = 0o040_000;
 const S_IFREG: u32 = 0o100_000;
 const S_IFLNK: u32 = 0o120_000;
 const S_IFCHR: u32 = 0o020_000;
 
-/// What an archive entry is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Kind {
-    /// A directory.
-    Directory,
-    /// A regular file with its contents.
-    File(Vec<u8>),
-    /// A symbolic link to the target.
-    Symlink(String),
-    /// A character device.
-    CharDevice {
-        /// The major number.
-        major: u32,
-        /// The minor number.
-        minor: u32,
-    },
-}
-
-#[derive(Debug, Clone)]
-struct Entry {
-    kind: Kind,
-    permissions: u32,
-}
-
-/// An archive being assembled; paths are relative (`init`, `dev/console`).
-#[derive(Debug, Default, Clone)]
-pub struct Archive {
-    entries: BTreeMap<String, Entry>,
-}
-
-impl Archive {
-    /// An empty archive.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Adds (or replaces) an entry with permission bits `permissions` (e.g. `0o755`),
-    /// and the missing parent directories with `0o755`. Leading slashes are ignored.
-    pub fn add(&mut self, path: &str, kind: Kind, permissions: u32) {
-        let path = path.trim_matches('/');
-        let mut parent = path;
-        while let Some((dir, _)) = parent.rsplit_once('/') {
-            self.entries.entry(dir.to_owned()).or_insert(Entry {
-                kind: Kind::Directory,
-                permissions: 0o755,
-            });
-            parent = dir;
-        }
-        self.entries.insert(
-            path.to_owned(),
-            Entry {
-                kind,
-                permissions: permissions & 0o7777,
-            },
-        );
-    }
-
-    /// The paths in archive order.
-    pub fn paths(&self) -> impl Iterator<Item = &str> {
-        self.entries.keys().map(String::as_str)
-    }
-
-    /// Serializes the archive with every mtime set to `mtime` (seconds since the epoch).
-    pub fn write(&self, mtime: u32) -> Vec<u8> {
-        let mut out = Vec::new();
-        // BTreeMap order puts "a" before "a/b" and "a-b" before "a/b", but every
-        // parent is still written before its children since a prefix sorts first.
-        for (index, (path, entry)) in self.entries.iter().enumerate() {
-            let (mode, nlink, rdev, data): (u32, u32, (u32, u32), &[u8]) = match &entry.kind {
-                Kind::Directory => (S_IFDIR, 2, (0, 0), &[]),
-                Kind::File(data) => (S_IFREG, 1, (0, 0), data),
-                Kind::Symlink(target) => (S_IFLNK, 1, (0, 0), target.as_bytes()),
-                Kind::CharDevice { major, minor } => (S_IFCHR, 1, (*major, *minor), &[]),
-            };
-            Header {
-                ino: u32::try_from(index + 1).expect("fewer than 2^32 entries"),
-                mode: mode | entry.permissions,
-                nlink,
-                mtime,
-                size: data.len(),
-                rdev,
-            }
-            .write(&mut out, path);
-            out.extend_from_slice(data);
-            pad(&mut out);
-        }
-        let trailer = Header {
-            ino: 0,
-            mode: 0,
-            nlink: 1,
-            mtime: 0,
-            size: 0,
-            rdev: (0, 0),
+/// Serializes `archive` with every mtime set to `mtime` (seconds since the epoch).
+pub fn write(archive: &Archive, mtime: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (index, (path, entry)) in archive.entries().enumerate() {
+        let (mode, nlink, rdev, data): (u32, u32, (u32, u32), &[u8]) = match &entry.kind {
+            Kind::Directory => (S_IFDIR, 2, (0, 0), &[]),
+            Kind::File(data) => (S_IFREG, 1, (0, 0), data),
+            Kind::Symlink(target) => (S_IFLNK, 1, (0, 0), target.as_bytes()),
+            Kind::CharDevice { major, minor } => (S_IFCHR, 1, (*major, *minor), &[]),
         };
-        trailer.write(&mut out, "TRAILER!!!");
-        out
+        Header {
+            ino: u32::try_from(index + 1).expect("fewer than 2^32 entries"),
+            mode: mode | entry.permissions,
+            nlink,
+            mtime,
+            size: data.len(),
+            rdev,
+        }
+        .write(&mut out, path);
+        out.extend_from_slice(data);
+        pad(&mut out);
     }
+    let trailer = Header {
+        ino: 0,
+        mode: 0,
+        nlink: 1,
+        mtime: 0,
+        size: 0,
+        rdev: (0, 0),
+    };
+    trailer.write(&mut out, "TRAILER!!!");
+    out
 }
 
 /// The fields of a newc header that vary (uid, gid and devices are 0).
@@ -222,7 +158,7 @@ mod tests {
 
     #[test]
     fn entries_are_sorted_with_parents_and_sequential_inodes() {
-        let entries = parse(&sample().write(1_700_000_000));
+        let entries = parse(&write(&sample(), 1_700_000_000));
         let names: Vec<_> = entries.iter().map(|e| e.0.as_str()).collect();
         assert_eq!(
             names,
@@ -246,7 +182,7 @@ mod tests {
 
     #[test]
     fn modes_devices_links_and_contents_round_trip() {
-        let entries = parse(&sample().write(0));
+        let entries = parse(&write(&sample(), 0));
         let get = |name: &str| entries.iter().find(|e| e.0 == name).unwrap().clone();
         assert_eq!(get("dev").1, 0o040_755);
         assert_eq!(get("dev/console").1, 0o020_600);
@@ -273,6 +209,6 @@ mod tests {
             0o600,
         );
         reversed.add("init", Kind::File(b"\x7fELF...".to_vec()), 0o755);
-        assert_eq!(reversed.write(7), sample().write(7));
+        assert_eq!(write(&reversed, 7), write(&sample(), 7));
     }
 }

@@ -7,7 +7,8 @@
 use std::fs;
 use std::path::Path;
 
-use super::cpio::{Archive, Kind};
+use super::archive::{Archive, Kind};
+use super::cpio;
 use super::elf;
 use super::error::{BuildError, IoContext, Result};
 use super::kernel::Kernel;
@@ -86,15 +87,15 @@ pub fn assemble(agent: Vec<u8>, kernel: &Kernel, order: &[String]) -> Result<Arc
 /// Writes the archive with every mtime `epoch` to `out`, compressed; `work` is a
 /// scratch directory.
 pub fn write(archive: &Archive, epoch: u32, work: &Path, out: &Path) -> Result<()> {
-    let cpio = work.join("initramfs.cpio");
-    fs::write(&cpio, archive.write(epoch)).at(&cpio)?;
+    let uncompressed = work.join("initramfs.cpio");
+    fs::write(&uncompressed, cpio::write(archive, epoch)).at(&uncompressed)?;
     // One thread: the frame layout must not depend on the machine.
     run(command("zstd")
         .args(["-19", "-T1", "-q", "-f", "--no-progress"])
-        .arg(&cpio)
+        .arg(&uncompressed)
         .arg("-o")
         .arg(out))?;
-    fs::remove_file(&cpio).at(cpio)
+    fs::remove_file(&uncompressed).at(uncompressed)
 }
 
 #[cfg(test)]
@@ -156,7 +157,7 @@ mod tests {
         assert!(paths.contains(&"init"));
         assert!(paths.contains(&"dev/console"));
         assert!(paths.contains(&"lib/modules/6.1.0-9-amd64/kernel/fs/ext4.ko"));
-        let bytes = archive.write(0);
+        let bytes = cpio::write(&archive, 0);
         let listing = "/lib/modules/6.1.0-9-amd64/kernel/fs/mbcache.ko\n/lib/modules/6.1.0-9-amd64/kernel/fs/ext4.ko\n";
         assert!(
             bytes

@@ -31,6 +31,21 @@ pub struct Output {
     pub sha256: String,
 }
 
+/// An OCI image the root image ships (see [`super::images`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShippedImage {
+    /// The name containerd imports it under (`io.containerd.image.name`).
+    pub name: String,
+    /// Its layout tar file in the root image.
+    pub path: String,
+    /// The digest of its manifest: the image's digest in containerd.
+    pub digest: String,
+    /// The size of the tar file.
+    pub size: u64,
+    /// The sha256 of the tar file, in hex.
+    pub sha256: String,
+}
+
 /// The manifest of one build.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -46,25 +61,30 @@ pub struct Manifest {
     pub inputs: Vec<Input>,
     /// The outputs, sorted by file name (`manifest.json` itself is not listed).
     pub outputs: Vec<Output>,
+    /// The OCI images in the root image, sorted by name.
+    pub images: Vec<ShippedImage>,
 }
 
 impl Manifest {
-    /// A manifest with the inputs and outputs sorted.
+    /// A manifest with the inputs, outputs and images sorted.
     pub fn new(
         source_date_epoch: u64,
         kernel_release: String,
         kernel_options: String,
         mut inputs: Vec<Input>,
         mut outputs: Vec<Output>,
+        mut images: Vec<ShippedImage>,
     ) -> Self {
         inputs.sort_by(|a, b| a.name.cmp(&b.name));
         outputs.sort_by(|a, b| a.file.cmp(&b.file));
+        images.sort_by(|a, b| a.name.cmp(&b.name));
         Self {
             source_date_epoch,
             kernel_release,
             kernel_options,
             inputs,
             outputs,
+            images,
         }
     }
 
@@ -153,6 +173,13 @@ mod tests {
             "node.slot=a".into(),
             vec![input("runc"), input("containerd")],
             vec![output("vmlinuz"), output("disk.raw")],
+            vec![ShippedImage {
+                name: "node-os.local/busybox:1.35.0".into(),
+                path: "/usr/share/node-os/images/busybox.tar".into(),
+                digest: "sha256:22".into(),
+                size: 1,
+                sha256: "33".into(),
+            }],
         );
         assert_eq!(manifest.inputs[0].name, "containerd");
         assert_eq!(manifest.outputs[0].file, "disk.raw");

@@ -6,23 +6,26 @@
 //! 1. [`inputs`]: packages downloaded and unpacked into a cache;
 //! 2. [`kernel`]: `vmlinuz` and the extracted `vmlinux`;
 //! 3. [`initramfs`]: the agent as `/init` and the early modules ([`cpio`], [`modules`]);
-//! 4. [`rootfs`]: the squashfs root image;
+//! 4. [`rootfs`]: the squashfs root image, with the OCI images of [`images`];
 //! 5. [`disk`]: the GPT disk image, raw and optionally qcow2;
 //! 6. [`manifest`]: inputs and outputs with their sha256.
 //!
 //! Everything is written into a temporary directory next to the output directory and
 //! renamed to it at the end, so a failed build leaves nothing behind.
 
+pub mod archive;
 pub mod cpio;
 pub mod disk;
 pub mod elf;
 pub mod error;
+pub mod images;
 pub mod initramfs;
 pub mod inputs;
 pub mod kernel;
 pub mod manifest;
 pub mod modules;
 pub mod rootfs;
+pub mod tar;
 pub mod tool;
 
 use std::fs;
@@ -95,6 +98,8 @@ pub struct Packages {
     pub systemd_boot: Package,
     /// The library packages `containerd` and `runc` depend on, by name.
     pub libraries: Vec<Package>,
+    /// The packages of the shipped OCI images, in [`images::WORKLOADS`] order.
+    pub workloads: Vec<Package>,
 }
 
 impl Packages {
@@ -117,6 +122,10 @@ impl Packages {
             .into_iter()
             .map(|name| cache.fetch(name))
             .collect::<Result<Vec<Package>>>()?;
+        let workloads = images::WORKLOADS
+            .iter()
+            .map(|workload| cache.fetch(workload.package))
+            .collect::<Result<Vec<Package>>>()?;
         Ok(Self {
             ca_certificates: cache.fetch("ca-certificates")?,
             systemd_boot: cache.fetch("systemd-boot-efi")?,
@@ -124,6 +133,7 @@ impl Packages {
             containerd,
             runc,
             libraries,
+            workloads,
         })
     }
 
@@ -138,6 +148,7 @@ impl Packages {
         ]
         .into_iter()
         .chain(&self.libraries)
+        .chain(&self.workloads)
     }
 }
 
@@ -161,14 +172,11 @@ pub fn build(options: &Options) -> Result<Manifest> {
     if fs::read_dir(&options.out).is_ok_and(|mut d| d.next().is_some()) {
         return Err(BuildError::OutputExists(options.out.clone()));
     }
-    let parent = match options.out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
-    };
+    let parent = parent_dir(&options.out);
     let tmp = tempfile::Builder::new()
-        .prefix(".image-builder-")
-        .tempdir_in(&parent)
-        .at(&parent)?;
+        .prefix(TEMP_PREFIX)
+        .tempdir_in(parent)
+        .at(parent)?;
     let out = tmp.path().join("out");
     let work = tmp.path().join("work");
     for dir in [&out, &work] {
@@ -193,7 +201,10 @@ pub fn build(options: &Options) -> Result<Manifest> {
     let initramfs_path = out.join(initramfs::FILE_NAME);
     initramfs::write(&archive, epoch32, &work, &initramfs_path)?;
 
-    progress(4, "root image: containerd, runc, libraries, certificates");
+    progress(
+        4,
+        "root image: containerd, runc, libraries, certificates, OCI images",
+    );
     let staging = work.join("rootfs");
     rootfs::stage(
         &rootfs::Parts {
@@ -205,6 +216,7 @@ pub fn build(options: &Options) -> Result<Manifest> {
         &staging,
         OS_VERSION,
     )?;
+    let shipped = images::stage(&packages.workloads, &staging, epoch)?;
     let rootfs_path = out.join(rootfs::FILE_NAME);
     rootfs::squash(&staging, &rootfs_path, epoch)?;
     let (rootfs_sha256, _) = manifest::sha256_file(&rootfs_path)?;
@@ -258,6 +270,7 @@ pub fn build(options: &Options) -> Result<Manifest> {
         disk::slot_options('a', &rootfs_sha256),
         inputs,
         outputs,
+        shipped,
     );
     let manifest_path = out.join("manifest.json");
     fs::write(&manifest_path, manifest.to_json()).at(&manifest_path)?;
@@ -269,6 +282,19 @@ pub fn build(options: &Options) -> Result<Manifest> {
         options.out.display()
     );
     Ok(manifest)
+}
+
+/// The prefix of the temporary files and directories written next to an output
+/// until it is complete.
+pub(crate) const TEMP_PREFIX: &str = ".image-builder-";
+
+/// The directory an output path is in (`.` for a bare file name): where its temporary
+/// twin is written, so the final rename stays on one filesystem.
+pub(crate) fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
 }
 
 /// Moves the finished output directory into place (an empty directory there is
