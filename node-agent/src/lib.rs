@@ -43,6 +43,9 @@ use platform::{MetalPlatform, Platform, ProcessPlatform};
 /// The git revision this agent was built from.
 pub const GIT_REVISION: &str = env!("NODE_AGENT_GIT_REVISION");
 
+/// How long containers outside `system` get between SIGTERM and SIGKILL at shutdown.
+const CONTAINER_STOP_GRACE: Duration = Duration::from_secs(10);
+
 /// How long servers get to finish in-flight calls before the agent moves on.
 const SERVER_STOP_GRACE: Duration = Duration::from_secs(3);
 
@@ -265,6 +268,16 @@ pub async fn run(options: Options) -> Result<(), BootError> {
     .is_err()
     {
         servers.abort_all();
+    }
+    let runtime_up = agent
+        .supervisor
+        .status(containerd::config::SERVICE_NAME)
+        .is_ok_and(|status| status.state == supervisor::ServiceState::Running);
+    if let Some(containerd) = agent.supervisor.containerd().filter(|_| runtime_up) {
+        // Containers the supervisor does not own end with the node too.
+        if let Err(e) = containerd.stop_other_tasks(CONTAINER_STOP_GRACE).await {
+            tracing::warn!(error = %e, "stopping the containers of other namespaces");
+        }
     }
     agent.supervisor.stop_all().await;
     match what {

@@ -135,6 +135,7 @@ fn following_a_log_streams_lines_written_after_the_call() {
             service: "counter".into(),
             tail_lines: 1,
             follow: true,
+            namespace: String::new(),
         };
         let mut stream = reader.logs(request).await.unwrap().into_inner();
         let mut numbers = Vec::new();

@@ -79,6 +79,11 @@ impl ContainerdPaths {
         }
     }
 
+    /// runc's state directory for this containerd's containers (in its state).
+    pub fn runc_root(&self) -> PathBuf {
+        self.state.join("runc")
+    }
+
     /// containerd's config for these paths.
     pub fn render(&self) -> String {
         let disabled: Vec<String> = DISABLED_PLUGINS.iter().map(|p| format!("{p:?}")).collect();

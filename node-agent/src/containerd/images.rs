@@ -581,6 +581,7 @@ impl Containerd {
 }
 
 /// One image of an archive: its name, manifest descriptor and parsed documents.
+#[derive(Debug)]
 struct LayoutImage {
     name: String,
     descriptor: Descriptor,

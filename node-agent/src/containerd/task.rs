@@ -14,13 +14,14 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use containerd_client::services::v1::container::Runtime;
+use containerd_client::services::v1::namespaces_client::NamespacesClient;
 use containerd_client::services::v1::snapshots::{
     MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest,
 };
 use containerd_client::services::v1::{
     Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
-    DeleteTaskRequest, GetRequest, KillRequest, ListContainersRequest, ListTasksRequest,
-    StartRequest, WaitRequest,
+    DeleteTaskRequest, GetRequest, KillRequest, ListContainersRequest, ListNamespacesRequest,
+    ListTasksRequest, StartRequest, WaitRequest,
 };
 use containerd_client::types::v1::Status;
 use machine_config::ServiceSpec;
@@ -81,7 +82,12 @@ impl Containerd {
             image: image.name.clone(),
             runtime: Some(Runtime {
                 name: RUNTIME.into(),
-                options: None,
+                options: Some(prost_types::Any {
+                    type_url: RuncOptions::TYPE_URL.into(),
+                    value: prost::Message::encode_to_vec(&RuncOptions {
+                        root: self.paths().runc_root().display().to_string(),
+                    }),
+                }),
             }),
             spec: Some(prost_types::Any {
                 type_url: SPEC_TYPE_URL.into(),
@@ -412,9 +418,9 @@ impl Containerd {
                 CreateTaskRequest {
                     container_id: id.to_owned(),
                     rootfs,
-                    stdin: old.stdin,
-                    stdout: old.stdout,
-                    stderr: old.stderr,
+                    stdin: reusable_io(old.stdin),
+                    stdout: reusable_io(old.stdout),
+                    stderr: reusable_io(old.stderr),
                     terminal: old.terminal,
                     ..Default::default()
                 },
@@ -435,6 +441,64 @@ impl Containerd {
             .into_inner()
             .pid;
         Ok(pid)
+    }
+}
+
+impl Containerd {
+    /// Ends every task outside `system` (the kubelet's containers, anything made by
+    /// hand): SIGTERM, SIGKILL after `grace`, then the task is deleted, which unmounts
+    /// its root. Called when the node stops, before containerd itself; the agent's own
+    /// container services are stopped by the supervisor.
+    pub async fn stop_other_tasks(&self, grace: std::time::Duration) -> Result<()> {
+        let namespaces = NamespacesClient::new(self.channel().await?)
+            .list(request("", None, ListNamespacesRequest::default()))
+            .await
+            .map_err(|s| ContainerdError::rpc("listing namespaces", s))?
+            .into_inner()
+            .namespaces;
+        for namespace in namespaces.iter().map(|n| n.name.as_str()) {
+            if namespace == SYSTEM_NAMESPACE {
+                continue;
+            }
+            let running: Vec<ContainerInfo> = self
+                .list_containers(namespace)
+                .await?
+                .into_iter()
+                .filter(|c| c.status != "no task")
+                .collect();
+            let stops = running.iter().map(|c| async move {
+                let _ = self.kill(namespace, &c.id, Signal::SIGTERM).await;
+                if tokio::time::timeout(grace, self.wait(namespace, &c.id))
+                    .await
+                    .is_err()
+                {
+                    let _ = self.kill(namespace, &c.id, Signal::SIGKILL).await;
+                    let _ = self.wait(namespace, &c.id).await;
+                }
+                let deleted = self
+                    .tasks()
+                    .await?
+                    .delete(request(
+                        namespace,
+                        None,
+                        DeleteTaskRequest {
+                            container_id: c.id.clone(),
+                        },
+                    ))
+                    .await;
+                ignore_missing(
+                    deleted.map(|_| ()),
+                    format!("deleting the task of {}", c.id),
+                )
+            });
+            for stopped in futures::future::join_all(stops).await {
+                stopped?;
+            }
+            if !running.is_empty() {
+                tracing::info!(namespace, containers = running.len(), "containers stopped");
+            }
+        }
+        Ok(())
     }
 }
 
@@ -481,6 +545,20 @@ impl ServiceContainer {
     }
 }
 
+/// The options of the runc shim (`containerd.runc.v1.Options`) the agent sets: runc's
+/// state directory. The default, `/run/containerd/runc`, is shared by every containerd
+/// of a host, so two process nodes' containers of the same name would collide there.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RuncOptions {
+    /// runc's `--root`.
+    #[prost(string, tag = "7")]
+    root: String,
+}
+
+impl RuncOptions {
+    const TYPE_URL: &str = "containerd.runc.v1.Options";
+}
+
 /// Makes FIFO `path`; returns its read end (non-blocking) and a write end.
 fn open_fifo(path: &PathBuf) -> Result<(OwnedFd, File)> {
     let what = || format!("creating FIFO {}", path.display());
@@ -519,6 +597,18 @@ fn status_name(status: i32) -> String {
     .to_owned()
 }
 
+/// The stdio of a task, for its replacement: log URIs (`file://`, `binary://`) are
+/// reused; FIFO paths are not, since their reader (the client that created the task)
+/// went with the old task and the shim would wait for one forever, so the new task's
+/// stream is discarded instead.
+fn reusable_io(path: String) -> String {
+    if path.contains("://") {
+        path
+    } else {
+        String::new()
+    }
+}
+
 /// Treats NotFound as done (removing what is already gone).
 fn ignore_missing(result: Result<(), tonic::Status>, what: String) -> Result<()> {
     match result {
@@ -530,6 +620,16 @@ fn ignore_missing(result: Result<(), tonic::Status>, what: String) -> Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_log_uris_are_reused_by_a_restart() {
+        assert_eq!(
+            reusable_io("file:///var/log/x.log".into()),
+            "file:///var/log/x.log"
+        );
+        assert_eq!(reusable_io("/run/containerd/fifo/1/x-stdout".into()), "");
+        assert_eq!(reusable_io(String::new()), "");
+    }
 
     #[test]
     fn signals_are_decoded_from_exit_codes() {

@@ -53,14 +53,10 @@ mod tests {
 
     fn spec(name: &str, deps: &[&str]) -> ServiceSpec {
         ServiceSpec {
-            name: name.into(),
-            command: vec!["true".into()],
-            env: Default::default(),
-            working_dir: None,
             depends_on: deps.iter().map(|d| (*d).to_owned()).collect(),
             restart: RestartPolicy::Never,
-            health_check: None,
             stop_timeout: HumanDuration(Duration::from_secs(1)),
+            ..ServiceSpec::process(name, vec!["true".into()])
         }
     }
 

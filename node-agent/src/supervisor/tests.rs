@@ -39,14 +39,9 @@ fn setup_with(adjust: impl FnOnce(&mut SupervisorOptions)) -> (TempDir, Supervis
 /// A service running `script` with /bin/sh (restart always, 2 s stop timeout).
 fn sh(name: &str, script: &str) -> ServiceSpec {
     ServiceSpec {
-        name: name.into(),
-        command: vec!["/bin/sh".into(), "-c".into(), script.into()],
-        env: Default::default(),
-        working_dir: None,
-        depends_on: Vec::new(),
         restart: RestartPolicy::Always,
-        health_check: None,
         stop_timeout: HumanDuration(Duration::from_secs(2)),
+        ..ServiceSpec::process(name, vec!["/bin/sh".into(), "-c".into(), script.into()])
     }
 }
 

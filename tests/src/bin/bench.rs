@@ -811,6 +811,7 @@ async fn read_log(client: &mut MachineServiceClient<Channel>) -> LogRead {
         service: LOG_SERVICE.into(),
         tail_lines: -1,
         follow: false,
+        namespace: String::new(),
     };
     let started = Instant::now();
     let mut stream = client

@@ -38,7 +38,7 @@ const READY_PROBE_INTERVAL: Duration = Duration::from_millis(200);
 const MAX_READY_PROBES: usize = 25;
 
 /// How long destroy waits for a node to stop after SIGTERM before SIGKILL.
-const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The record of a local cluster.
 #[derive(Debug, Clone, Serialize, Deserialize)]
