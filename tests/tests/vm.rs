@@ -94,11 +94,41 @@ fn a_node_boots_its_image_reboots_and_powers_off() {
     );
     patch_file("/var/etc/motd").success();
 
+    // A container service from the image the root image ships (imported on first need).
+    let shipped = manifest()["images"][0]["name"].as_str().unwrap().to_owned();
+    let patch = format!(
+        r#"{{"machine":{{"services":[{{"name":"ticker","image":"{shipped}","stopTimeout":"2s",
+            "command":["sh","-c","while :; do echo vm tick; sleep 1; done"]}}]}}}}"#
+    );
+    cluster
+        .osctl(&["-e", node, "-n", node, "patch", "-p", &patch])
+        .success();
+    let ticker = || {
+        wait_for("the ticker container running", BOOT_TIMEOUT, || {
+            cluster.rows(node, &["ps"]).into_iter().find(|c| {
+                c["id"] == "ticker" && c["status"] == "running" && c["pid"].as_u64() > Some(1)
+            })
+        })
+    };
+    let row = ticker();
+    assert_eq!(row["image"], shipped.as_str(), "{row}");
+    wait_for("ticker output", BOOT_TIMEOUT, || {
+        let logs = cluster.osctl(&["-e", node, "-n", node, "logs", "ticker"]);
+        logs.stdout.contains("vm tick").then_some(())
+    });
+    let stats = cluster.rows(node, &["stats"]);
+    let usage = stats.iter().find(|s| s["service"] == "ticker").unwrap();
+    assert!(usage["memory_bytes"].as_u64().unwrap() > 0, "{usage}");
+    assert_eq!(usage["source"], "cgroup", "{usage}");
+
     cluster
         .osctl(&["-e", node, "-n", node, "reboot", "--wait"])
         .success();
     let second_boot = cluster.boot_id(node);
     assert_ne!(second_boot, first_boot, "reboot kept the boot id");
+    // The service comes back from the configuration, its image from EPHEMERAL (pids
+    // of a fresh boot repeat, so the new boot id is what says it is a new process).
+    ticker();
 
     let pid = cluster.agent_pid(0);
     cluster

@@ -1,7 +1,7 @@
 //! Stage 4: the root image, a squashfs made by `mksquashfs -reproducible` with every
 //! timestamp set to `SOURCE_DATE_EPOCH` and every file owned by root. It holds
 //! containerd, its runc shim, runc, the shared libraries they load, the CA
-//! certificates, `/etc/os-release`, containerd's configuration, `/etc/resolv.conf`
+//! certificates, `/etc/os-release`, `/etc/resolv.conf`
 //! (a link to `/run/resolv.conf`, which the agent writes) and empty mount points
 //! (`/system/state` for STATE, `/var` for EPHEMERAL); no shell.
 
@@ -30,7 +30,6 @@ const DIRECTORIES: &[(&str, u32)] = &[
     ("tmp", 0o1777),
     ("var", 0o755),
     ("system/state", 0o700),
-    ("etc/containerd", 0o755),
     ("etc/ssl/certs", 0o755),
     ("usr/bin", 0o755),
 ];
@@ -209,25 +208,9 @@ pub fn stage(parts: &Parts<'_>, staging: &Path, version: &str) -> Result<()> {
     }
     write_file(staging, "etc/ssl/certs/ca-certificates.crt", &bundle)?;
     write_file(staging, "etc/os-release", os_release(version).as_bytes())?;
-    write_file(
-        staging,
-        "etc/containerd/config.toml",
-        CONTAINERD_CONFIG.as_bytes(),
-    )?;
     let resolv = staging.join("etc/resolv.conf");
     std::os::unix::fs::symlink("../run/resolv.conf", &resolv).at(&resolv)
 }
-
-/// containerd's configuration: state in memory, images and snapshots on EPHEMERAL.
-/// The CRI plugin stays off until the node runs Kubernetes' kubelet.
-pub const CONTAINERD_CONFIG: &str = r#"version = 2
-root = "/var/lib/containerd"
-state = "/run/containerd"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.internal.v1.opt"]
-
-[grpc]
-  address = "/run/containerd/containerd.sock"
-"#;
 
 fn write_file(staging: &Path, to: &str, data: &[u8]) -> Result<()> {
     let path = staging.join(to);
