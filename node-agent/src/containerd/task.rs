@@ -173,11 +173,9 @@ impl Containerd {
             pid: 0,
             fifos: fifos.clone(),
         };
-        let mut tasks = self.tasks().await?;
-        tasks
-            .create(request(
+        let pid = self
+            .create_and_start_task(
                 SYSTEM_NAMESPACE,
-                None,
                 CreateTaskRequest {
                     container_id: id.to_owned(),
                     rootfs: mounts,
@@ -185,22 +183,8 @@ impl Containerd {
                     stderr: fifos[1].display().to_string(),
                     ..Default::default()
                 },
-            ))
-            .await
-            .map_err(|s| ContainerdError::rpc(format!("creating the task of {id}"), s))?;
-        let pid = tasks
-            .start(request(
-                SYSTEM_NAMESPACE,
-                None,
-                StartRequest {
-                    container_id: id.to_owned(),
-                    exec_id: String::new(),
-                },
-            ))
-            .await
-            .map_err(|s| ContainerdError::rpc(format!("starting the task of {id}"), s))?
-            .into_inner()
-            .pid;
+            )
+            .await?;
         // The shim holds the write ends now; ours go, so the readers see end-of-file
         // when the shim closes them after the process exits.
         let readers = ends
@@ -216,35 +200,10 @@ impl Containerd {
     /// Removes container `id` of `namespace` with its task and snapshot; nothing there
     /// is fine.
     pub async fn remove_container(&self, namespace: &str, id: &str) -> Result<()> {
-        let mut tasks = self.tasks().await?;
-        let kill = tasks
-            .kill(request(
-                namespace,
-                None,
-                KillRequest {
-                    container_id: id.to_owned(),
-                    exec_id: String::new(),
-                    signal: Signal::SIGKILL as u32,
-                    all: true,
-                },
-            ))
-            .await;
-        if kill.is_ok() {
+        if self.kill(namespace, id, Signal::SIGKILL).await.is_ok() {
             let _ = self.wait(namespace, id).await;
         }
-        ignore_missing(
-            tasks
-                .delete(request(
-                    namespace,
-                    None,
-                    DeleteTaskRequest {
-                        container_id: id.to_owned(),
-                    },
-                ))
-                .await
-                .map(|_| ()),
-            format!("deleting the task of {id}"),
-        )?;
+        self.delete_task(namespace, id).await?;
         ignore_missing(
             self.containers()
                 .await?
@@ -367,8 +326,9 @@ impl Containerd {
             .into_inner()
             .container
             .ok_or_else(|| ContainerdError::NotFound(format!("container {id} in {namespace}")))?;
-        let mut tasks = self.tasks().await?;
-        let old = tasks
+        let old = self
+            .tasks()
+            .await?
             .get(request(
                 namespace,
                 None,
@@ -386,16 +346,7 @@ impl Containerd {
             self.kill(namespace, id, Signal::SIGKILL).await?;
             self.wait(namespace, id).await?;
         }
-        tasks
-            .delete(request(
-                namespace,
-                None,
-                DeleteTaskRequest {
-                    container_id: id.to_owned(),
-                },
-            ))
-            .await
-            .map_err(|s| ContainerdError::rpc(format!("deleting the task of {id}"), s))?;
+        self.delete_task(namespace, id).await?;
         let rootfs = self
             .snapshots()
             .await?
@@ -411,36 +362,57 @@ impl Containerd {
             .map_err(|s| ContainerdError::rpc(format!("the root of container {id}"), s))?
             .into_inner()
             .mounts;
-        tasks
-            .create(request(
+        self.create_and_start_task(
+            namespace,
+            CreateTaskRequest {
+                container_id: id.to_owned(),
+                rootfs,
+                stdin: reusable_io(old.stdin),
+                stdout: reusable_io(old.stdout),
+                stderr: reusable_io(old.stderr),
+                terminal: old.terminal,
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    /// Deletes the (exited) task of container `id`; no task is fine.
+    async fn delete_task(&self, namespace: &str, id: &str) -> Result<()> {
+        let deleted = self
+            .tasks()
+            .await?
+            .delete(request(
                 namespace,
                 None,
-                CreateTaskRequest {
+                DeleteTaskRequest {
                     container_id: id.to_owned(),
-                    rootfs,
-                    stdin: reusable_io(old.stdin),
-                    stdout: reusable_io(old.stdout),
-                    stderr: reusable_io(old.stderr),
-                    terminal: old.terminal,
-                    ..Default::default()
                 },
             ))
+            .await;
+        ignore_missing(deleted.map(|_| ()), format!("deleting the task of {id}"))
+    }
+
+    /// Creates the task `task` describes and starts it; returns its pid.
+    async fn create_and_start_task(&self, namespace: &str, task: CreateTaskRequest) -> Result<u32> {
+        let id = task.container_id.clone();
+        let mut tasks = self.tasks().await?;
+        tasks
+            .create(request(namespace, None, task))
             .await
-            .map_err(|s| ContainerdError::rpc(format!("creating a new task for {id}"), s))?;
-        let pid = tasks
+            .map_err(|s| ContainerdError::rpc(format!("creating the task of {id}"), s))?;
+        let started = tasks
             .start(request(
                 namespace,
                 None,
                 StartRequest {
-                    container_id: id.to_owned(),
+                    container_id: id.clone(),
                     exec_id: String::new(),
                 },
             ))
             .await
-            .map_err(|s| ContainerdError::rpc(format!("starting the new task of {id}"), s))?
-            .into_inner()
-            .pid;
-        Ok(pid)
+            .map_err(|s| ContainerdError::rpc(format!("starting the task of {id}"), s))?;
+        Ok(started.into_inner().pid)
     }
 }
 
@@ -475,21 +447,7 @@ impl Containerd {
                     let _ = self.kill(namespace, &c.id, Signal::SIGKILL).await;
                     let _ = self.wait(namespace, &c.id).await;
                 }
-                let deleted = self
-                    .tasks()
-                    .await?
-                    .delete(request(
-                        namespace,
-                        None,
-                        DeleteTaskRequest {
-                            container_id: c.id.clone(),
-                        },
-                    ))
-                    .await;
-                ignore_missing(
-                    deleted.map(|_| ()),
-                    format!("deleting the task of {}", c.id),
-                )
+                self.delete_task(namespace, &c.id).await
             });
             for stopped in futures::future::join_all(stops).await {
                 stopped?;
