@@ -290,6 +290,31 @@ pub fn process_alive(pid: u32) -> bool {
     processes().iter().any(|p| p.pid == pid && p.state != 'Z')
 }
 
+/// When process `pid` started: the host's boot time plus its start in clock ticks.
+pub fn process_start(pid: u32) -> Result<std::time::SystemTime, String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| e.to_string())?;
+    let stat = node_agent::system::processes::parse_stat(&text).ok_or("unreadable stat")?;
+    let btime: u64 = std::fs::read_to_string("/proc/stat")
+        .map_err(|e| e.to_string())?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())
+        .ok_or("no btime in /proc/stat")?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    Ok(std::time::UNIX_EPOCH
+        + Duration::from_secs(btime)
+        + Duration::from_secs_f64(stat.start_ticks as f64 / hz))
+}
+
+/// The parent of process `pid`, from /proc.
+pub fn parent_pid(pid: u32) -> Result<u32, String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| e.to_string())?;
+    let stat = node_agent::system::processes::parse_stat(&text).ok_or("unreadable stat")?;
+    Ok(stat.ppid)
+}
+
 /// Zombie children of `parent`, from /proc.
 pub fn zombie_children(parent: u32) -> Vec<u32> {
     processes()

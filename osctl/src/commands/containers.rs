@@ -196,15 +196,18 @@ pub async fn import(session: &Session, namespace: &str, file: &Path) -> anyhow::
     let conn = session.connect().await?;
     let namespace = namespace.to_owned();
     let data = std::sync::Arc::new(data);
+    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let messages = futures::stream::iter(0..total.div_ceil(UPLOAD_CHUNK)).map(move |i| {
         let start = i * UPLOAD_CHUNK;
         let end = (start + UPLOAD_CHUNK).min(total);
-        eprint!(
-            "\ruploading {} / {}{}",
-            output::bytes(end as u64),
-            output::bytes(total as u64),
-            if end == total { "\n" } else { "" }
-        );
+        if progress {
+            eprint!(
+                "\ruploading {} / {}{}",
+                output::bytes(end as u64),
+                output::bytes(total as u64),
+                if end == total { "\n" } else { "" }
+            );
+        }
         ImageImportRequest {
             // The namespace is read from the first message.
             namespace: if i == 0 {

@@ -17,7 +17,7 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use e2e::{Home, node_image, wait_for};
+use e2e::{Home, node_image, process_start, wait_for};
 
 /// The cluster's loopback network and name.
 const CIDR: &str = "127.0.98.0/24";
@@ -202,23 +202,4 @@ fn measure(
         containerd,
         pid1_rss_mib,
     })
-}
-
-/// When a process started: its start time in clock ticks since the host booted
-/// (the agent's /proc parser) plus /proc/stat's boot time.
-fn process_start(pid: u32) -> Result<std::time::SystemTime, String> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| e.to_string())?;
-    let stat = node_agent::system::processes::parse_stat(&text).ok_or("unreadable stat")?;
-    let btime: u64 = std::fs::read_to_string("/proc/stat")
-        .map_err(|e| e.to_string())?
-        .lines()
-        .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())
-        .ok_or("no btime in /proc/stat")?;
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as f64;
-    Ok(std::time::UNIX_EPOCH
-        + Duration::from_secs(btime)
-        + Duration::from_secs_f64(stat.start_ticks as f64 / hz))
 }
