@@ -59,12 +59,21 @@ fn running_pid(cluster: &LocalCluster, node: &str, id: &str, k8s: bool, not: Opt
 fn container_services_run_are_listed_measured_restarted_and_cleaned_up() {
     let work = tempfile::tempdir().unwrap();
     let archive = busybox_archive(work.path());
-    let mut cluster = LocalCluster::create("ctr", 40, 1, &["--containerd"]);
+    // A long name: the node's state directory is too deep for a socket path there, so
+    // the agent puts containerd's socket in a short directory of its own.
+    let mut cluster = LocalCluster::create("containers-e2e", 40, 1, &["--containerd"]);
     let node = cluster.addresses[0].clone();
-    let sock = cluster
-        .home
-        .path()
-        .join(".osctl/clusters/ctr/ctr-controlplane-1/containerd/containerd.sock");
+    let config = cluster.home.path().join(
+        ".osctl/clusters/containers-e2e/containers-e2e-controlplane-1/containerd/config.toml",
+    );
+    let config = std::fs::read_to_string(config).expect("containerd's generated config");
+    let sock = config
+        .split("[grpc]")
+        .nth(1)
+        .and_then(|grpc| grpc.split('"').nth(1))
+        .expect("the grpc address")
+        .to_owned();
+    assert!(sock.len() + ".ttrpc".len() <= 107, "{sock}");
 
     // Bad input: not an archive, an OCI archive without its blobs, an unknown id.
     let junk = work.path().join("junk.tar");

@@ -12,6 +12,9 @@ use machine_config::{RestartPolicy, ServiceSpec};
 
 use super::{ContainerdError, Result};
 
+/// The longest path of a unix socket (`sun_path` is 108 bytes with the NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
 /// The service name of containerd; container services depend on it.
 pub const SERVICE_NAME: &str = "containerd";
 
@@ -64,15 +67,31 @@ impl ContainerdPaths {
     }
 
     /// The layout of a process node: everything under `<state_dir>/containerd`, with
-    /// the host's containerd binary.
+    /// the host's containerd binary. The sockets go there too when their paths fit a
+    /// socket address; otherwise into `<tmp>/node-os-<hash of the state dir>`.
     pub fn under(state_dir: &Path, binary: PathBuf) -> Self {
         let base = state_dir.join("containerd");
+        let mut socket = base.join("containerd.sock");
+        // containerd also listens on `<socket>.ttrpc`.
+        if socket.as_os_str().len() + ".ttrpc".len() > MAX_SOCKET_PATH {
+            let digest = ring::digest::digest(
+                &ring::digest::SHA256,
+                state_dir.as_os_str().as_encoded_bytes(),
+            );
+            let short: String = digest.as_ref()[..6]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            socket = std::env::temp_dir()
+                .join(format!("node-os-{short}"))
+                .join("containerd.sock");
+        }
         ContainerdPaths {
             binary,
             config_file: base.join("config.toml"),
             root: base.join("root"),
             state: base.join("state"),
-            socket: base.join("containerd.sock"),
+            socket,
             fifo_dir: base.join("fifo"),
             work_dir: base.join("import"),
             shipped_images: None,
@@ -108,7 +127,14 @@ impl ContainerdPaths {
 
     /// Writes the config file and creates the directories containerd and the agent use.
     pub fn prepare(&self) -> Result<()> {
-        for dir in [&self.root, &self.state, &self.fifo_dir, &self.work_dir] {
+        let socket_dir = self.socket.parent().unwrap_or(&self.state);
+        for dir in [
+            &self.root,
+            &self.state,
+            &self.fifo_dir,
+            &self.work_dir,
+            socket_dir,
+        ] {
             fs::create_dir_all(dir)
                 .map_err(|e| ContainerdError::io(format!("creating {}", dir.display()), e))?;
         }
@@ -165,6 +191,17 @@ mod tests {
                 "/tmp/node-1/containerd/config.toml"
             ]
         );
+    }
+
+    #[test]
+    fn long_state_directories_get_short_sockets() {
+        let long = Path::new("/tmp").join("x".repeat(80));
+        let paths = ContainerdPaths::under(&long, "containerd".into());
+        let ttrpc = format!("{}.ttrpc", paths.socket.display());
+        assert!(ttrpc.len() <= MAX_SOCKET_PATH, "{ttrpc}");
+        assert!(paths.root.starts_with(&long));
+        // Stable: the same node finds its socket again after a restart.
+        assert_eq!(paths, ContainerdPaths::under(&long, "containerd".into()));
     }
 
     #[test]
