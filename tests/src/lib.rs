@@ -261,6 +261,25 @@ impl LocalCluster {
         self.record()["nodes"][index]["pid"].as_u64().expect("pid") as u32
     }
 
+    /// The socket of a process node's containerd (`--containerd`), from the config the
+    /// agent generated for it.
+    pub fn containerd_socket(&self, index: usize) -> String {
+        let config = self
+            .home
+            .path()
+            .join(".osctl/clusters")
+            .join(&self.name)
+            .join(format!("{}-controlplane-{}", self.name, index + 1))
+            .join("containerd/config.toml");
+        let text = std::fs::read_to_string(&config)
+            .unwrap_or_else(|e| panic!("{}: {e}", config.display()));
+        text.split("[grpc]")
+            .nth(1)
+            .and_then(|grpc| grpc.split('"').nth(1))
+            .expect("the grpc address in containerd's config")
+            .to_owned()
+    }
+
     /// A node's log: the agent's output, or the VM's console.
     pub fn node_log(&self, index: usize) -> String {
         let record = self.record();

@@ -63,16 +63,7 @@ fn container_services_run_are_listed_measured_restarted_and_cleaned_up() {
     // the agent puts containerd's socket in a short directory of its own.
     let mut cluster = LocalCluster::create("containers-e2e", 40, 1, &["--containerd"]);
     let node = cluster.addresses[0].clone();
-    let config = cluster.home.path().join(
-        ".osctl/clusters/containers-e2e/containers-e2e-controlplane-1/containerd/config.toml",
-    );
-    let config = std::fs::read_to_string(config).expect("containerd's generated config");
-    let sock = config
-        .split("[grpc]")
-        .nth(1)
-        .and_then(|grpc| grpc.split('"').nth(1))
-        .expect("the grpc address")
-        .to_owned();
+    let sock = cluster.containerd_socket(0);
     assert!(sock.len() + ".ttrpc".len() <= 107, "{sock}");
 
     // Bad input: not an archive, an OCI archive without its blobs, an unknown id.

@@ -17,9 +17,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use e2e::{Home, binary, node_image, parent_pid as parent, process_start, wait_for};
+use e2e::{Home, LocalCluster, binary, node_image, parent_pid as parent, process_start, wait_for};
 
 const NAME: &str = "container-bench";
+/// The VM's loopback network; the process node's is 127.0.97.0/24 too (net 97).
 const CIDR: &str = "127.0.97.0/24";
 const NODE: &str = "127.0.97.2";
 const IMAGE: &str = "node-os.local/bench/busybox:1";
@@ -49,22 +50,13 @@ fn main() -> ExitCode {
 fn run(boots: usize, containers: usize, vm: bool) -> Result<(), String> {
     let work = tempfile::tempdir().map_err(|e| e.to_string())?;
     let archive = busybox_archive(work.path())?;
-    let home = Home::new();
-    let node = Node { home: &home };
-    node.osctl(&[
-        "cluster",
-        "create",
-        "--name",
-        NAME,
-        "--nodes",
-        "1",
-        "--cidr",
-        CIDR,
-        "--containerd",
-    ])?;
-    let result = measure(&node, &archive, boots, containers);
-    let _ = node.osctl(&["cluster", "destroy", "--name", NAME]);
-    let (starts, memory, ps) = result?;
+    let cluster = LocalCluster::create(NAME, 97, 1, &["--containerd"]);
+    let node = Node {
+        home: &cluster.home,
+    };
+    let socket = cluster.containerd_socket(0);
+    let (starts, memory, ps) = measure(&node, &socket, &archive, boots, containers)?;
+    drop(cluster);
 
     println!("| figure | median | range |");
     println!("|---|---|---|");
@@ -134,6 +126,7 @@ impl Node<'_> {
 
 fn measure(
     node: &Node<'_>,
+    sock: &str,
     archive: &Path,
     boots: usize,
     containers: usize,
@@ -188,9 +181,6 @@ fn measure(
         starts.push(seconds(seen) - agent_start);
     }
 
-    let sock = node.home.path().join(format!(
-        ".osctl/clusters/{NAME}/{NAME}-controlplane-1/containerd/containerd.sock"
-    ));
     node.osctl(&[
         "-e",
         NODE,
@@ -204,7 +194,7 @@ fn measure(
         let id = format!("bench-{}-{i}", std::process::id());
         let made = Command::new("ctr")
             .arg("-a")
-            .arg(&sock)
+            .arg(sock)
             .args([
                 "-n",
                 "k8s.io",
