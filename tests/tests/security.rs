@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use api::machine::{
-    GenerateClientConfigurationRequest, GetConfigurationRequest, RebootRequest, VersionRequest,
+    ContainersRequest, GenerateClientConfigurationRequest, GetConfigurationRequest,
+    ImageImportRequest, ImageRemoveRequest, RebootRequest, RestartRequest, VersionRequest,
 };
 use e2e::{Node, runtime};
 use pki::Role;
@@ -115,6 +116,36 @@ fn each_role_gets_what_the_access_table_grants() {
                 .contains("Reboot needs role os:operator or higher"),
             "{denied:?}"
         );
+
+        // Containers: a reader may list (this node runs no containerd, and says so),
+        // but restarting and changing images need os:operator.
+        let listed = reader
+            .containers(ContainersRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(listed.code(), tonic::Code::FailedPrecondition, "{listed:?}");
+        assert!(
+            listed.message().contains("runs no containerd"),
+            "{listed:?}"
+        );
+        let restart = reader
+            .restart(RestartRequest {
+                namespace: "k8s.io".into(),
+                id: "x".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(restart.code(), tonic::Code::PermissionDenied, "{restart:?}");
+        let remove = reader
+            .image_remove(ImageRemoveRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(remove.code(), tonic::Code::PermissionDenied, "{remove:?}");
+        let upload = reader
+            .image_import(futures::stream::iter([ImageImportRequest::default()]))
+            .await
+            .unwrap_err();
+        assert_eq!(upload.code(), tonic::Code::PermissionDenied, "{upload:?}");
 
         // An operator reads the configuration with secrets redacted.
         let config = operator
