@@ -184,16 +184,6 @@ impl Containerd {
     async fn leases(&self) -> Result<LeasesClient<Channel>> {
         Ok(LeasesClient::new(self.channel().await?))
     }
-
-    /// containerd's version, e.g. `1.6.20~ds1`.
-    pub async fn version(&self) -> Result<String> {
-        let mut client = VersionClient::new(self.channel().await?);
-        let reply = client
-            .version(())
-            .await
-            .map_err(|status| ContainerdError::rpc("asking containerd's version", status))?;
-        Ok(reply.into_inner().version)
-    }
 }
 
 /// Connects to containerd's socket, retrying while containerd starts.

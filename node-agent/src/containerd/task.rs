@@ -461,11 +461,6 @@ impl Containerd {
 }
 
 impl ServiceContainer {
-    /// The container id (the service name).
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
     /// Waits for the container's main process to exit.
     pub async fn wait(&self) -> ExitStatus {
         match self.containerd.wait(SYSTEM_NAMESPACE, &self.id).await {
