@@ -186,6 +186,8 @@ pub fn build(options: &Options) -> Result<Manifest> {
     let vmlinuz = out.join("vmlinuz");
     fs::copy(&kernel.vmlinuz, &vmlinuz).at(&vmlinuz)?;
     kernel::extract_vmlinux(&vmlinuz, &work, &out.join("vmlinux"))?;
+    let hardening = kernel.hardening_options()?;
+    eprintln!("image-builder:       {} {hardening}", kernel.release);
 
     progress(3, "initramfs: agent and early modules");
     let order = initramfs::module_order(&kernel, &packages.kernel.root)?;
@@ -201,6 +203,7 @@ pub fn build(options: &Options) -> Result<Manifest> {
             runc: &packages.runc,
             ca_certificates: &packages.ca_certificates,
             libraries: &packages.libraries,
+            kernel_config: (&kernel.release, &kernel.config),
         },
         &staging,
         OS_VERSION,
@@ -221,6 +224,7 @@ pub fn build(options: &Options) -> Result<Manifest> {
             initramfs: &initramfs_path,
             rootfs: &rootfs_path,
             rootfs_sha256: &rootfs_sha256,
+            hardening: &hardening,
             systemd_boot: &systemd_boot_efi,
             version: OS_VERSION,
         },
@@ -255,7 +259,7 @@ pub fn build(options: &Options) -> Result<Manifest> {
     let manifest = Manifest::new(
         epoch,
         kernel.release.clone(),
-        disk::slot_options('a', &rootfs_sha256),
+        disk::slot_options('a', &rootfs_sha256, &hardening),
         inputs,
         outputs,
     );

@@ -2,8 +2,10 @@
 //! timestamp set to `SOURCE_DATE_EPOCH` and every file owned by root. It holds
 //! containerd, its runc shim, runc, the shared libraries they load, the CA
 //! certificates, `/etc/os-release`, containerd's configuration, `/etc/resolv.conf`
-//! (a link to `/run/resolv.conf`, which the agent writes) and empty mount points
-//! (`/system/state` for STATE, `/var` for EPHEMERAL); no shell.
+//! (a link to `/run/resolv.conf`, which the agent writes), the kernel's configuration
+//! (`/boot/config-<release>`, which the agent's hardening report reads when the kernel
+//! has no `/proc/config.gz`) and empty mount points (`/system/state` for STATE, `/var`
+//! for EPHEMERAL); no shell.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::fs;
@@ -33,6 +35,7 @@ const DIRECTORIES: &[(&str, u32)] = &[
     ("etc/containerd", 0o755),
     ("etc/ssl/certs", 0o755),
     ("usr/bin", 0o755),
+    ("boot", 0o755),
 ];
 
 /// The packages the root image is made of.
@@ -46,6 +49,8 @@ pub struct Parts<'a> {
     pub ca_certificates: &'a Package,
     /// The library packages the binaries' libraries are taken from.
     pub libraries: &'a [Package],
+    /// The kernel's release and its `.config`, installed as `/boot/config-<release>`.
+    pub kernel_config: (&'a str, &'a Path),
 }
 
 /// The executables of the image: (package, path in the package, path in the image).
@@ -209,6 +214,12 @@ pub fn stage(parts: &Parts<'_>, staging: &Path, version: &str) -> Result<()> {
     }
     write_file(staging, "etc/ssl/certs/ca-certificates.crt", &bundle)?;
     write_file(staging, "etc/os-release", os_release(version).as_bytes())?;
+    let (release, config) = parts.kernel_config;
+    write_file(
+        staging,
+        &format!("boot/config-{release}"),
+        &fs::read(config).at(config)?,
+    )?;
     write_file(
         staging,
         "etc/containerd/config.toml",
