@@ -643,6 +643,7 @@ mod tests {
             exceptions,
             [
                 "CONFIG_LOCK_DOWN_KERNEL_FORCE_CONFIDENTIALITY",
+                "CONFIG_WERROR",
                 "CONFIG_RANDSTRUCT_FULL",
                 "CONFIG_INET_DIAG",
                 "CONFIG_MODULES"

@@ -4,11 +4,16 @@
 //!
 //! The check reads only /proc, so it runs on every platform: on `process` it reports
 //! on the host's kernel, which the agent does not own; on `metal` the agent has
-//! applied the sysctls itself at boot.
+//! applied the sysctls itself at boot. Where the kernel's configuration is known
+//! (`/proc/config.gz`, or `/boot/config-<release>`, which the image ships), it gives
+//! the compiler (clang-only parameters do not apply to a GCC kernel), and a parameter
+//! that configuration makes moot (its `not_needed_if`, e.g. `vsyscall=none` without
+//! vsyscall emulation) counts as met.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
 
-use kernel_policy::{KernelVersion, Recommendations, Stance, Target};
+use kernel_policy::{KernelConfig, KernelVersion, Recommendations, Stance, Target};
 
 /// What a check looked at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,17 +114,18 @@ pub fn parse_cmdline(cmdline: &str) -> HashMap<String, Option<String>> {
     params
 }
 
-/// Checks a running kernel (its release, command line and sysctls, read through
-/// `sysctl`) against `policy`.
+/// Checks a running kernel (its release, command line, configuration when known, and
+/// sysctls, read through `sysctl`) against `policy`.
 pub fn check(
     policy: &Recommendations,
     release: &str,
     cmdline: &str,
+    config: Option<&KernelConfig>,
     sysctl: impl Fn(&str) -> Option<String>,
 ) -> Vec<Finding> {
     let target = Target {
         version: KernelVersion::parse_release(release),
-        compiler: None,
+        compiler: config.and_then(|config| config.target().compiler),
     };
     let params = parse_cmdline(cmdline);
     let mut findings = Vec::new();
@@ -128,22 +134,34 @@ pub fn check(
             .get(&param.param)
             .map(|value| value.clone().unwrap_or_default());
         let want = param.value.clone().unwrap_or_default();
+        let moot = config.filter(|config| {
+            !param.not_needed_if.is_empty() && param.not_needed_if.iter().all(|c| config.holds(c))
+        });
         let status = if param.applies.not_applicable(&target).is_some() {
             Status::NotApplicable
         } else if matches!(param.stance, Stance::Exception { .. }) {
             Status::Exception
-        } else if got.as_deref() == Some(want.as_str()) {
+        } else if got.as_deref() == Some(want.as_str()) || moot.is_some() {
             Status::Met
         } else {
             Status::Unmet
         };
+        let mut why = reason(&param.stance, &param.reason);
+        if moot.is_some() && status == Status::Met {
+            let conditions: Vec<String> = param
+                .not_needed_if
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            why = format!("not needed: {} ({why})", conditions.join(", "));
+        }
         findings.push(Finding {
             kind: Kind::Cmdline,
             name: param.param.clone(),
             want,
             got,
             status,
-            reason: reason(&param.stance, &param.reason),
+            reason: why,
         });
     }
     for forbidden in &policy.cmdline_forbidden {
@@ -214,6 +232,22 @@ pub fn boot_sysctls(
     values
 }
 
+/// The running kernel's configuration: `/proc/config.gz` (`CONFIG_IKCONFIG_PROC`),
+/// else `/boot/config-<release>`; `None` when neither can be read.
+pub fn running_config(release: &str) -> Option<KernelConfig> {
+    let from_proc = || {
+        let file = std::fs::File::open("/proc/config.gz").ok()?;
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(file)
+            .read_to_string(&mut text)
+            .ok()?;
+        Some(text)
+    };
+    let text =
+        from_proc().or_else(|| std::fs::read_to_string(format!("/boot/config-{release}")).ok())?;
+    KernelConfig::parse(&text).ok()
+}
+
 /// Reads a sysctl from /proc/sys; `None` when this kernel has no such setting.
 pub fn read_sysctl(name: &str) -> Option<String> {
     let path = format!("/proc/sys/{}", name.replace('.', "/"));
@@ -254,6 +288,7 @@ mod tests {
             policy,
             "6.1.0-56-amd64",
             "init_on_alloc=1 slab_nomerge nokaslr",
+            None,
             |name| sysctls.get(name).map(|v| (*v).to_owned()),
         );
         assert_eq!(finding(&findings, "init_on_alloc").status, Status::Met);
@@ -274,6 +309,35 @@ mod tests {
             finding(&findings, "kernel.modules_disabled").status,
             Status::NotApplicable
         );
+    }
+
+    #[test]
+    fn a_parameter_the_running_config_makes_moot_is_met() {
+        let policy = policy();
+        let without_emulation =
+            KernelConfig::parse("# CONFIG_X86_VSYSCALL_EMULATION is not set\nCONFIG_COMPAT=y\n")
+                .unwrap();
+        let findings = check(policy, "6.1.192", "", Some(&without_emulation), |_| None);
+        let vsyscall = finding(&findings, "vsyscall");
+        assert_eq!(
+            (vsyscall.status, vsyscall.got.as_deref()),
+            (Status::Met, None)
+        );
+        assert!(
+            vsyscall
+                .reason
+                .starts_with("not needed: CONFIG_X86_VSYSCALL_EMULATION is not set"),
+            "{}",
+            vsyscall.reason
+        );
+        assert_eq!(finding(&findings, "vdso32").status, Status::Unmet);
+        // Without the configuration nothing is moot, and clang-only parameters apply.
+        let findings = check(policy, "6.1.192", "", None, |_| None);
+        assert_eq!(finding(&findings, "vsyscall").status, Status::Unmet);
+        assert_eq!(finding(&findings, "cfi").status, Status::Unmet);
+        let gcc = KernelConfig::parse("CONFIG_CC_IS_GCC=y\n").unwrap();
+        let findings = check(policy, "6.1.192", "", Some(&gcc), |_| None);
+        assert_eq!(finding(&findings, "cfi").status, Status::NotApplicable);
     }
 
     #[test]

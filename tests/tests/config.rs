@@ -130,8 +130,16 @@ fn invalid_configurations() -> Vec<(&'static str, Mutation)> {
         ("machine.services[0].env", |c, _| {
             c["machine"]["services"] = yaml("[{name: a, command: ['true'], env: {1BAD: x}}]")
         }),
-        ("machine.services[0]: missing field `command`", |c, _| {
+        // A process service needs a command (only an image may go without one).
+        ("machine.services[0].command: must not be empty", |c, _| {
             c["machine"]["services"] = yaml("[{name: a}]")
+        }),
+        ("machine.services[0].mounts", |c, _| {
+            c["machine"]["services"] =
+                yaml("[{name: a, command: ['true'], mounts: [{source: /a, destination: /b}]}]")
+        }),
+        ("machine.services[0].image", |c, _| {
+            c["machine"]["services"] = yaml("[{name: a, image: 'Not A Reference'}]")
         }),
         ("machine.hostname", |c, _| {
             c["machine"]["hostname"] = yaml("Bad_Host")

@@ -48,6 +48,20 @@ fn a_node_boots_its_image_reboots_and_powers_off() {
     assert!(dmesg.contains("Linux version"), "{dmesg}");
     assert!(dmesg.contains("node.root.sha256="), "{dmesg}");
 
+    // The boot entry carries the policy's command line for this kernel and the agent
+    // applied its sysctls, so nothing the hardening policy requires is unmet.
+    let kspp = cluster.osctl(&[
+        "-e",
+        node,
+        "-n",
+        node,
+        "-o",
+        "json",
+        "kernel-security",
+        "--unmet",
+    ]);
+    assert_eq!(kspp.code, 0, "unmet: {}{}", kspp.stdout, kspp.stderr);
+
     // containerd comes from the root image and is started by the agent.
     let containerd = wait_for("containerd running", BOOT_TIMEOUT, || {
         cluster

@@ -120,24 +120,32 @@ pub fn place(partitions: &[Partition]) -> (Vec<Placed>, u64) {
     (placed, next * SECTOR + MIB)
 }
 
-/// The node's kernel parameters for a slot (`a` or `b`): which slot, where its root
-/// image is and the image's sha256, which the agent checks before mounting it.
-/// Direct kernel boots (the QEMU provisioner) pass the same words.
-pub fn slot_options(slot: char, rootfs_sha256: &str) -> String {
+/// The node's kernel parameters for a slot (`a` or `b`): the hardening parameters
+/// (`hardening`, see [`Kernel::hardening_options`](super::kernel::Kernel::hardening_options)),
+/// which slot, where its root image is and the image's sha256, which the agent checks
+/// before mounting it. Direct kernel boots (the QEMU provisioner) pass the same words.
+pub fn slot_options(slot: char, rootfs_sha256: &str, hardening: &str) -> String {
     let upper = slot.to_ascii_uppercase();
-    format!("node.slot={slot} node.root=PARTLABEL=BOOT-{upper} node.root.sha256={rootfs_sha256}")
+    let slot = format!(
+        "node.slot={slot} node.root=PARTLABEL=BOOT-{upper} node.root.sha256={rootfs_sha256}"
+    );
+    if hardening.is_empty() {
+        slot
+    } else {
+        format!("{hardening} {slot}")
+    }
 }
 
-/// The boot entry of a slot (`a` or `b`).
-pub fn boot_entry(slot: char, version: &str, files: (&str, &str), rootfs_sha256: &str) -> String {
+/// The boot entry of a slot (`a` or `b`), passing `options` (its [`slot_options`])
+/// after the console.
+pub fn boot_entry(slot: char, version: &str, files: (&str, &str), options: &str) -> String {
     let upper = slot.to_ascii_uppercase();
     let (kernel_file, initramfs_file) = files;
     format!(
         "title node-os {version} (slot {upper})\n\
          linux /slot-{slot}/{kernel_file}\n\
          initrd /slot-{slot}/{initramfs_file}\n\
-         options console=ttyS0,115200 console=tty0 {}\n",
-        slot_options(slot, rootfs_sha256)
+         options console=ttyS0,115200 console=tty0 {options}\n"
     )
 }
 
@@ -159,6 +167,8 @@ pub struct Contents<'a> {
     pub rootfs: &'a Path,
     /// The root image's sha256, for the boot entries.
     pub rootfs_sha256: &'a str,
+    /// The hardening parameters of the boot entries.
+    pub hardening: &'a str,
     /// systemd-boot's EFI binary.
     pub systemd_boot: &'a Path,
     /// The OS version for the boot entries' titles.
@@ -247,7 +257,7 @@ fn esp_fill(
                 slot,
                 contents.version,
                 (kernel_file, initramfs_file),
-                contents.rootfs_sha256,
+                &slot_options(slot, contents.rootfs_sha256, contents.hardening),
             )
             .into_bytes(),
         ));
@@ -369,10 +379,18 @@ mod tests {
 
     #[test]
     fn entries_name_their_slot() {
-        let entry = boot_entry('b', "0.1.0", ("vmlinuz", "initramfs.cpio.zst"), "ab12");
+        let options = slot_options('b', "ab12", "slab_nomerge pti=on");
+        let entry = boot_entry('b', "0.1.0", ("vmlinuz", "initramfs.cpio.zst"), &options);
         assert!(entry.contains("linux /slot-b/vmlinuz\n"));
         assert!(entry.contains("initrd /slot-b/initramfs.cpio.zst\n"));
+        assert!(entry.contains(
+            "options console=ttyS0,115200 console=tty0 slab_nomerge pti=on node.slot=b "
+        ));
         assert!(entry.contains("node.root=PARTLABEL=BOOT-B node.root.sha256=ab12\n"));
+        assert_eq!(
+            slot_options('a', "ab12", ""),
+            "node.slot=a node.root=PARTLABEL=BOOT-A node.root.sha256=ab12"
+        );
         assert!(LOADER_CONF.contains("\ndefault slot-a.conf\n"));
     }
 }

@@ -147,6 +147,7 @@ mod tests {
             release: "6.1.0-9-amd64".into(),
             vmlinuz: dir.path().join("vmlinuz"),
             modules,
+            config: dir.path().join("config"),
         };
         let order = [
             "kernel/fs/mbcache.ko".to_owned(),

@@ -11,6 +11,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use kernel_policy::{KernelConfig, Recommendations};
+
 use super::error::{BuildError, IoContext, Result};
 use super::tool::{command, last_line};
 
@@ -23,6 +25,8 @@ pub struct Kernel {
     pub vmlinuz: PathBuf,
     /// `lib/modules/<release>` in the unpacked package.
     pub modules: PathBuf,
+    /// Its configuration, `boot/config-<release>`.
+    pub config: PathBuf,
 }
 
 impl Kernel {
@@ -53,7 +57,33 @@ impl Kernel {
             release: release.clone(),
             vmlinuz: boot.join(format!("vmlinuz-{release}")),
             modules,
+            config: boot.join(format!("config-{release}")),
         })
+    }
+
+    /// The KSPP command-line parameters this kernel should boot with, space-separated:
+    /// those of the built-in policy that apply to its configuration
+    /// ([`Recommendations::cmdline_for`]), e.g. `init_on_alloc=1 slab_nomerge pti=on`.
+    pub fn hardening_options(&self) -> Result<String> {
+        let text = fs::read_to_string(&self.config).map_err(|_| {
+            BuildError::Missing(format!(
+                "the kernel package has no /boot/config-{} (the hardening parameters of \
+                 the command line depend on it)",
+                self.release
+            ))
+        })?;
+        let bad = |reason: String| BuildError::BadInput {
+            path: self.config.clone(),
+            reason,
+        };
+        let config = KernelConfig::parse(&text).map_err(|err| bad(err.to_string()))?;
+        let policy = Recommendations::embedded().map_err(|err| bad(err.to_string()))?;
+        let params: Vec<String> = policy
+            .cmdline_for(&config)
+            .iter()
+            .map(|param| param.as_arg())
+            .collect();
+        Ok(params.join(" "))
     }
 
     /// Makes sure `modules.dep` exists (Debian generates it at install time, so an

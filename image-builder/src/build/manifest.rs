@@ -54,8 +54,8 @@ pub struct Manifest {
     /// The kernel release (`uname -r`) of the image.
     pub kernel_release: String,
     /// The node's kernel parameters for booting slot A directly (`qemu -kernel
-    /// vmlinux -append`), as its boot entry passes them: the slot, its root
-    /// partition and the root image's sha256.
+    /// vmlinux -append`), as its boot entry passes them: the hardening parameters for
+    /// this kernel, the slot, its root partition and the root image's sha256.
     pub kernel_options: String,
     /// The inputs, sorted by name.
     pub inputs: Vec<Input>,

@@ -194,6 +194,8 @@ pub fn build(options: &Options) -> Result<Manifest> {
     let vmlinuz = out.join("vmlinuz");
     fs::copy(&kernel.vmlinuz, &vmlinuz).at(&vmlinuz)?;
     kernel::extract_vmlinux(&vmlinuz, &work, &out.join("vmlinux"))?;
+    let hardening = kernel.hardening_options()?;
+    eprintln!("image-builder:       {} {hardening}", kernel.release);
 
     progress(3, "initramfs: agent and early modules");
     let order = initramfs::module_order(&kernel, &packages.kernel.root)?;
@@ -212,6 +214,7 @@ pub fn build(options: &Options) -> Result<Manifest> {
             runc: &packages.runc,
             ca_certificates: &packages.ca_certificates,
             libraries: &packages.libraries,
+            kernel_config: (&kernel.release, &kernel.config),
         },
         &staging,
         OS_VERSION,
@@ -233,6 +236,7 @@ pub fn build(options: &Options) -> Result<Manifest> {
             initramfs: &initramfs_path,
             rootfs: &rootfs_path,
             rootfs_sha256: &rootfs_sha256,
+            hardening: &hardening,
             systemd_boot: &systemd_boot_efi,
             version: OS_VERSION,
         },
@@ -267,7 +271,7 @@ pub fn build(options: &Options) -> Result<Manifest> {
     let manifest = Manifest::new(
         epoch,
         kernel.release.clone(),
-        disk::slot_options('a', &rootfs_sha256),
+        disk::slot_options('a', &rootfs_sha256, &hardening),
         inputs,
         outputs,
         shipped,

@@ -2,8 +2,10 @@
 //! timestamp set to `SOURCE_DATE_EPOCH` and every file owned by root. It holds
 //! containerd, its runc shim, runc, the shared libraries they load, the CA
 //! certificates, `/etc/os-release`, `/etc/resolv.conf`
-//! (a link to `/run/resolv.conf`, which the agent writes) and empty mount points
-//! (`/system/state` for STATE, `/var` for EPHEMERAL); no shell.
+//! (a link to `/run/resolv.conf`, which the agent writes), the kernel's configuration
+//! (`/boot/config-<release>`, which the agent's hardening report reads when the kernel
+//! has no `/proc/config.gz`) and empty mount points (`/system/state` for STATE, `/var`
+//! for EPHEMERAL); no shell.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::fs;
@@ -32,6 +34,7 @@ const DIRECTORIES: &[(&str, u32)] = &[
     ("system/state", 0o700),
     ("etc/ssl/certs", 0o755),
     ("usr/bin", 0o755),
+    ("boot", 0o755),
 ];
 
 /// The packages the root image is made of.
@@ -45,6 +48,8 @@ pub struct Parts<'a> {
     pub ca_certificates: &'a Package,
     /// The library packages the binaries' libraries are taken from.
     pub libraries: &'a [Package],
+    /// The kernel's release and its `.config`, installed as `/boot/config-<release>`.
+    pub kernel_config: (&'a str, &'a Path),
 }
 
 /// The executables of the image: (package, path in the package, path in the image).
@@ -208,6 +213,12 @@ pub fn stage(parts: &Parts<'_>, staging: &Path, version: &str) -> Result<()> {
     }
     write_file(staging, "etc/ssl/certs/ca-certificates.crt", &bundle)?;
     write_file(staging, "etc/os-release", os_release(version).as_bytes())?;
+    let (release, config) = parts.kernel_config;
+    write_file(
+        staging,
+        &format!("boot/config-{release}"),
+        &fs::read(config).at(config)?,
+    )?;
     let resolv = staging.join("etc/resolv.conf");
     std::os::unix::fs::symlink("../run/resolv.conf", &resolv).at(&resolv)
 }

@@ -651,10 +651,12 @@ impl MachineService for MachineApi {
         let kernel = kernel_release();
         let cmdline =
             std::fs::read_to_string("/proc/cmdline").map_err(io_status("reading /proc/cmdline"))?;
+        let config = kernel_security::running_config(&kernel);
         let checks = kernel_security::check(
             kernel_security::policy(),
             &kernel,
             &cmdline,
+            config.as_ref(),
             kernel_security::read_sysctl,
         )
         .into_iter()
