@@ -312,9 +312,5 @@ fn with_notes(details: String, notes: &[String]) -> String {
 
 /// sha256 (hex) of a configuration's canonical YAML: what "applied hash" means.
 pub fn config_hash(bundle: &ConfigBundle) -> String {
-    ring::digest::digest(&ring::digest::SHA256, bundle.to_yaml().as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::digest::sha256_hex(bundle.to_yaml().as_bytes())
 }

@@ -7,6 +7,7 @@
 //! - [`supervisor`]: services as supervised processes or containers, their logs and
 //!   health.
 //! - [`containerd`]: the node's containerd: its config, images, containers.
+//! - [`digest`]: sha256 and hex, as every part of the agent writes them.
 //! - [`identity`]: the node's certificates (issued locally or requested from the
 //!   control plane).
 //! - [`server`]: the TLS listener, the auth and fan-out layers, the API handlers.
@@ -21,6 +22,7 @@
 pub mod agent;
 pub mod config_store;
 pub mod containerd;
+pub mod digest;
 pub mod files;
 pub mod identity;
 pub mod kernel_security;

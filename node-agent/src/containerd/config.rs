@@ -74,14 +74,8 @@ impl ContainerdPaths {
         let mut socket = base.join("containerd.sock");
         // containerd also listens on `<socket>.ttrpc`.
         if socket.as_os_str().len() + ".ttrpc".len() > MAX_SOCKET_PATH {
-            let digest = ring::digest::digest(
-                &ring::digest::SHA256,
-                state_dir.as_os_str().as_encoded_bytes(),
-            );
-            let short: String = digest.as_ref()[..6]
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
+            let digest = crate::digest::sha256_hex(state_dir.as_os_str().as_encoded_bytes());
+            let short = &digest[..12];
             socket = std::env::temp_dir()
                 .join(format!("node-os-{short}"))
                 .join("containerd.sock");

@@ -148,9 +148,7 @@ pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
 
 /// `sha256:<hex>` of `data`.
 pub fn sha256(data: &[u8]) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, data);
-    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
+    format!("sha256:{}", crate::digest::sha256_hex(data))
 }
 
 /// The hex part of a `sha256:` digest, if it is one (64 lowercase hex digits).

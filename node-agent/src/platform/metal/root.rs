@@ -95,12 +95,7 @@ pub fn verify(device: &Path, expected: &str) -> Result<(), PlatformError> {
         context.update(&buffer[..want]);
         remaining -= want as u64;
     }
-    let actual: String = context
-        .finish()
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let actual = crate::digest::hex(context.finish().as_ref());
     if actual != expected {
         return Err(PlatformError::Boot(format!(
             "root image refused: {} has sha256 {actual}, the boot entry expects {expected} \
@@ -196,11 +191,7 @@ mod tests {
         data[..4].copy_from_slice(SQUASHFS_MAGIC);
         data[40..48].copy_from_slice(&bytes_used.to_le_bytes());
         data.resize(bytes_used.div_ceil(4096) as usize * 4096, 0);
-        let hash = ring::digest::digest(&ring::digest::SHA256, &data)
-            .as_ref()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hash = crate::digest::sha256_hex(&data);
         data.extend_from_slice(&[0xee; 8192]);
         (data, hash)
     }
