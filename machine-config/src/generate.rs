@@ -65,6 +65,7 @@ pub fn generate_config(
                 files: Vec::new(),
                 services: Vec::new(),
                 install: None,
+                upgrade: Default::default(),
             },
             cluster: Cluster {
                 name: input.cluster_name.clone(),

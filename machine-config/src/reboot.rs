@@ -27,6 +27,7 @@ pub fn reboot_required(old: &MachineConfig, new: &MachineConfig) -> Vec<String> 
         sysctls: _,
         files: _,
         services: _,
+        upgrade: _,
     } = machine;
     let Cluster { name, endpoint } = cluster;
     [

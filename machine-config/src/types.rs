@@ -64,6 +64,50 @@ pub struct Machine {
     /// Where the OS is installed (metal platform).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub install: Option<Install>,
+    /// Which upgrade bundles the node accepts and how a new installation proves itself.
+    #[serde(default, skip_serializing_if = "Upgrade::is_default")]
+    pub upgrade: Upgrade,
+}
+
+/// Upgrades: the signers a node trusts and the health a new installation must reach on
+/// its trial boot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Upgrade {
+    /// ed25519 public keys (standard base64 of the 32 bytes, as `image-builder keygen`
+    /// prints them) whose signature on a bundle's manifest the node accepts. Empty: the
+    /// node refuses every upgrade.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_keys: Vec<String>,
+    /// How long a new installation's trial boot has for every service to run (and pass
+    /// its health checks) before the node gives it up and boots the previous one.
+    #[serde(default = "Upgrade::default_health_timeout")]
+    pub health_timeout: HumanDuration,
+    /// PEM certificates of the authorities that may sign the HTTPS servers bundles are
+    /// downloaded from, trusted in addition to the root image's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_certificates: Option<String>,
+}
+
+impl Upgrade {
+    fn default_health_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(300))
+    }
+
+    /// True when nothing is set (used to keep serialised configs short).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl Default for Upgrade {
+    fn default() -> Self {
+        Self {
+            trusted_keys: Vec::new(),
+            health_timeout: Self::default_health_timeout(),
+            ca_certificates: None,
+        }
+    }
 }
 
 /// The role of a node in the cluster.

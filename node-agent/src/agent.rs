@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 use crate::config_store::{ConfigStore, StoreError};
 use crate::platform::Platform;
 use crate::supervisor::Supervisor;
+use crate::upgrade::Upgrades;
 
 /// A request to end this boot, sent by the API to the main loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +104,8 @@ pub struct Agent {
     pub boot: Boot,
     /// The services.
     pub supervisor: Supervisor,
+    /// The slots, upgrades and the node's events.
+    pub upgrades: Upgrades,
     store: ConfigStore,
     running: RwLock<ConfigBundle>,
     lifecycle: mpsc::UnboundedSender<Lifecycle>,
@@ -120,12 +123,14 @@ impl Agent {
         store: ConfigStore,
         config: ConfigBundle,
         supervisor: Supervisor,
+        upgrades: Upgrades,
         lifecycle: mpsc::UnboundedSender<Lifecycle>,
     ) -> Arc<Self> {
         Arc::new(Self {
             boot,
             platform,
             supervisor,
+            upgrades,
             store,
             running: RwLock::new(config),
             lifecycle,

@@ -14,6 +14,7 @@
 //! - [`system`]: read-only views of /proc and the kernel log.
 //! - [`files`]: the config's files, written below the platform's root.
 //! - [`kernel_security`]: the KSPP command line and sysctls, checked and applied.
+//! - [`upgrade`]: A/B slots, signed bundles, trial boots and rollbacks, the event log.
 //!
 //! [`run`] is the boot sequence: platform set-up, configuration, identity, services,
 //! API; then it waits for a reboot or shutdown request and stops everything in order.
@@ -30,6 +31,7 @@ pub mod platform;
 pub mod server;
 pub mod supervisor;
 pub mod system;
+pub mod upgrade;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -130,6 +132,12 @@ pub enum BootError {
 /// Boots the node and serves until a reboot or shutdown; returns only on errors (a
 /// reboot re-executes or restarts, a shutdown exits).
 pub async fn run(options: Options) -> Result<(), BootError> {
+    if options.platform == PlatformKind::Process
+        && platform::process::loader::booted_entry().is_none()
+    {
+        // Started as a process node: be its machine and boot loader first.
+        return Ok(platform::process::loader::run(&options.state_dir).await?);
+    }
     let platform: Arc<dyn Platform> = match options.platform {
         PlatformKind::Process => Arc::new(ProcessPlatform::new(
             options.state_dir.clone(),
@@ -145,6 +153,15 @@ pub async fn run(options: Options) -> Result<(), BootError> {
             source,
         })
     })?;
+    let slots = platform.boot_slots();
+    if let Err(e) =
+        upgrade::trial::wipe_if_requested(&options.state_dir, slots.as_ref().ok(), || {
+            platform.wipe_ephemeral()
+        })
+    {
+        tracing::error!(error = %e, "the upgrade asked for an empty EPHEMERAL");
+    }
+    let upgrades = upgrade::Upgrades::new(slots, &options.state_dir, &platform.ephemeral_dir());
     let store = config_store::ConfigStore::new(&options.state_dir);
     let boot = agent::Boot::new(platform.as_ref());
     let initial = options.config.clone().or_else(|| platform.config_source());
@@ -195,6 +212,7 @@ pub async fn run(options: Options) -> Result<(), BootError> {
         store,
         bundle.clone(),
         supervisor,
+        upgrades,
         lifecycle_tx,
     );
     tracing::info!(boot_id = %agent.boot.id, hostname = %bundle.hostname(), "booting");
@@ -259,6 +277,7 @@ pub async fn run(options: Options) -> Result<(), BootError> {
         since_boot_ms = since_boot.as_millis(),
         "machine API ready"
     );
+    tokio::spawn(upgrade::trial::settle(agent.clone()));
 
     let what = wait_for_end(&mut lifecycle_rx).await;
     tracing::info!(?what, "stopping services and servers");

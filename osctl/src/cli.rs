@@ -85,6 +85,37 @@ pub enum Command {
     },
     /// Stop all services and power the nodes off.
     Shutdown,
+    /// Install a signed upgrade bundle into the node's other slot and reboot into it
+    /// on trial; the node keeps it only if it comes up healthy.
+    Upgrade {
+        /// The bundle: a file (uploaded) or an https:// URL (downloaded by the node).
+        #[arg(long, value_name = "FILE|URL")]
+        image: String,
+        /// Install only: the next reboot boots it.
+        #[arg(long)]
+        stage: bool,
+        /// Keep EPHEMERAL's data (containerd's images, /var).
+        #[arg(long)]
+        preserve: bool,
+        /// Skip the node's pre-checks (booted slot confirmed, services healthy, a
+        /// different version).
+        #[arg(long)]
+        force: bool,
+        /// Wait until the new slot is confirmed healthy; fail if the node rolls back.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits.
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+    /// Reboot into the other slot's installation (it must have booted healthy).
+    Rollback,
+    /// Show the node's events: boots, upgrades, confirmations, rollbacks.
+    Events {
+        /// Keep streaming new events.
+        #[arg(short, long)]
+        follow: bool,
+    },
     /// List the services and their state.
     Services,
     /// Start, stop or restart a service.

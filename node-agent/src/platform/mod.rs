@@ -6,7 +6,7 @@
 //! plugs in here without touching them.
 
 pub mod metal;
-mod process;
+pub mod process;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -18,6 +18,7 @@ use std::time::SystemTime;
 use machine_config::ServiceSpec;
 
 use crate::containerd::ContainerdPaths;
+use crate::upgrade::BootSlots;
 
 pub use metal::MetalPlatform;
 pub use process::ProcessPlatform;
@@ -97,11 +98,42 @@ pub trait Platform: Send + Sync + 'static {
     /// note for each setting this platform does not apply.
     fn apply_sysctls(&self, sysctls: &BTreeMap<String, String>) -> Vec<String>;
 
+    /// The node's slots and their boot entries, or why this boot has none (a direct
+    /// kernel boot, no boot loader): upgrades need them.
+    fn boot_slots(&self) -> Result<BootSlots, String>;
+
+    /// EPHEMERAL: the data an upgrade drops unless asked to preserve it (containerd's
+    /// images and containers, `/var`), and where bundles are stored while installed.
+    fn ephemeral_dir(&self) -> PathBuf;
+
+    /// Empties EPHEMERAL; called at the first boot of an upgrade, before any service.
+    fn wipe_ephemeral(&self) -> std::io::Result<()> {
+        remove_contents(&self.ephemeral_dir())
+    }
+
     /// Reboots: never returns on success. Services are already stopped.
     fn reboot(&self) -> Result<Infallible, PlatformError>;
 
     /// Powers off: never returns on success. Services are already stopped.
     fn shutdown(&self) -> Result<Infallible, PlatformError>;
+}
+
+/// Removes everything inside `dir` (not `dir` itself, which may be a mount point).
+pub fn remove_contents(dir: &std::path::Path) -> std::io::Result<()> {
+    let listing = match std::fs::read_dir(dir) {
+        Ok(listing) => listing,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in listing {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(entry.path())?;
+        } else {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// The checks every platform makes: no service of the configuration may take the name

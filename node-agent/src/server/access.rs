@@ -99,6 +99,13 @@ pub const MACHINE_API: &[Access] = &[
         "/machine.v1alpha1.MachineService/KernelSecurity",
         Role::Reader,
     ),
+    // An upload and a progress stream: one node at a time.
+    Access {
+        client_streaming: true,
+        ..streaming("/machine.v1alpha1.MachineService/Upgrade", Role::Operator)
+    },
+    unary("/machine.v1alpha1.MachineService/Rollback", Role::Operator),
+    streaming("/machine.v1alpha1.MachineService/Events", Role::Reader),
 ];
 
 /// The entry of an RPC path, if it is one of ours.

@@ -67,6 +67,8 @@ impl MachineApi {
 pub(super) fn version_info(platform: &dyn Platform, boot: &Boot) -> VersionInfo {
     VersionInfo {
         agent_version: env!("CARGO_PKG_VERSION").into(),
+        // Replaced by the booted slot's version where the node boots from slots.
+        os_version: env!("CARGO_PKG_VERSION").into(),
         git_revision: crate::GIT_REVISION.into(),
         kernel: kernel_release(),
         platform: platform.name().into(),
@@ -190,12 +192,14 @@ impl MachineService for MachineApi {
         _: Request<VersionRequest>,
     ) -> Result<Response<VersionResponse>, Status> {
         let machine_type = self.agent.machine_type().await;
+        let mut info = VersionInfo {
+            metadata: self.metadata().await,
+            machine_type: format!("{machine_type:?}").to_lowercase(),
+            ..version_info(self.agent.platform.as_ref(), &self.agent.boot)
+        };
+        self.slot_info(&mut info);
         Ok(Response::new(VersionResponse {
-            messages: vec![VersionInfo {
-                metadata: self.metadata().await,
-                machine_type: format!("{machine_type:?}").to_lowercase(),
-                ..version_info(self.agent.platform.as_ref(), &self.agent.boot)
-            }],
+            messages: vec![info],
         }))
     }
 
@@ -479,6 +483,27 @@ impl MachineService for MachineApi {
         request: Request<ImageRemoveRequest>,
     ) -> Result<Response<ImageRemoveResponse>, Status> {
         self.remove_image(request).await
+    }
+
+    async fn upgrade(
+        &self,
+        request: Request<tonic::Streaming<UpgradeRequest>>,
+    ) -> Result<Response<BoxStream<'static, Result<UpgradeProgress, Status>>>, Status> {
+        self.upgrade_node(request).await
+    }
+
+    async fn rollback(
+        &self,
+        request: Request<RollbackRequest>,
+    ) -> Result<Response<RollbackResponse>, Status> {
+        self.roll_back(request).await
+    }
+
+    async fn events(
+        &self,
+        request: Request<EventsRequest>,
+    ) -> Result<Response<BoxStream<'static, Result<Event, Status>>>, Status> {
+        self.node_events(request).await
     }
 
     async fn memory(&self, _: Request<MemoryRequest>) -> Result<Response<MemoryResponse>, Status> {

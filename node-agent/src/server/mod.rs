@@ -13,6 +13,7 @@ pub mod listener;
 pub mod machine;
 pub mod maintenance;
 pub mod trust;
+mod upgrades;
 
 use std::future::Future;
 use std::sync::Arc;

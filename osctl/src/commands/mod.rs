@@ -6,6 +6,7 @@ pub mod config;
 pub mod containers;
 pub mod gen_config;
 pub mod node;
+pub mod upgrade;
 
 use std::path::PathBuf;
 
@@ -95,6 +96,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Version => node::version(&session).await,
         Command::Reboot { wait, timeout } => node::reboot(&session, wait, timeout).await,
         Command::Shutdown => node::shutdown(&session).await,
+        Command::Upgrade {
+            image,
+            stage,
+            preserve,
+            force,
+            wait,
+            timeout,
+        } => {
+            let request = upgrade::Request {
+                image,
+                stage,
+                preserve,
+                force,
+                wait,
+                timeout,
+            };
+            upgrade::upgrade(&session, &request).await
+        }
+        Command::Rollback => upgrade::rollback(&session).await,
+        Command::Events { follow } => upgrade::events(&session, follow).await,
         Command::Services => node::services(&session).await,
         Command::Service { name, action } => node::service(&session, &name, action).await,
         Command::Logs {

@@ -31,6 +31,8 @@ macro_rules! from_node {
 
 from_node!(
     VersionInfo,
+    RollbackResult,
+    Event,
     RebootInfo,
     ShutdownInfo,
     ServiceList,
@@ -97,6 +99,11 @@ pub(super) fn call_failed(what: &str) -> impl FnOnce(tonic::Status) -> anyhow::E
 #[derive(Debug, Serialize)]
 struct VersionRow {
     version: String,
+    os_version: String,
+    slot: String,
+    slots: Vec<SlotRow>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rolled_back: Option<RolledBackRow>,
     revision: String,
     platform: String,
     #[serde(rename = "type")]
@@ -107,14 +114,56 @@ struct VersionRow {
     uptime_seconds: f64,
 }
 
+/// One slot in Version's output.
+#[derive(Debug, Serialize)]
+struct SlotRow {
+    slot: String,
+    version: String,
+    state: String,
+    generation: u32,
+    booted: bool,
+}
+
+/// A fallback in Version's output.
+#[derive(Debug, Serialize)]
+struct RolledBackRow {
+    from_version: String,
+    from_slot: String,
+    reason: String,
+}
+
+impl VersionRow {
+    /// `A 0.2.0 good*, B 0.1.0 good` (the star marks the booted slot).
+    fn slots_cell(&self) -> String {
+        let slots: Vec<String> = self
+            .slots
+            .iter()
+            .map(|s| {
+                let booted = if s.booted { "*" } else { "" };
+                match s.state.as_str() {
+                    "empty" => format!("{} empty{booted}", s.slot.to_uppercase()),
+                    state => format!("{} {} {state}{booted}", s.slot.to_uppercase(), s.version),
+                }
+            })
+            .collect();
+        if slots.is_empty() {
+            "-".into()
+        } else {
+            slots.join(", ")
+        }
+    }
+}
+
 impl Row for VersionRow {
     fn headers() -> &'static [&'static str] {
         &[
-            "VERSION", "REVISION", "PLATFORM", "TYPE", "KERNEL", "BOOT ID", "UPTIME",
+            "OS", "SLOTS", "AGENT", "REVISION", "PLATFORM", "TYPE", "KERNEL", "BOOT ID", "UPTIME",
         ]
     }
     fn cells(&self) -> Vec<String> {
         vec![
+            self.os_version.clone(),
+            self.slots_cell(),
             self.version.clone(),
             self.revision.clone(),
             self.platform.clone(),
@@ -129,6 +178,24 @@ impl Row for VersionRow {
 fn version_row(v: VersionInfo) -> Vec<VersionRow> {
     vec![VersionRow {
         version: v.agent_version,
+        os_version: v.os_version,
+        slot: v.slot,
+        slots: v
+            .slots
+            .into_iter()
+            .map(|s| SlotRow {
+                slot: s.slot,
+                version: s.version,
+                state: s.state,
+                generation: s.generation,
+                booted: s.booted,
+            })
+            .collect(),
+        rolled_back: v.rolled_back.map(|r| RolledBackRow {
+            from_version: r.from_version,
+            from_slot: r.from_slot,
+            reason: r.reason,
+        }),
         revision: v.git_revision,
         platform: v.platform,
         // A node without configuration has no type yet.

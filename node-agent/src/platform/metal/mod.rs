@@ -15,6 +15,7 @@ mod cmdline;
 mod modules;
 pub mod network;
 mod root;
+mod slots;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -22,7 +23,7 @@ use std::fs;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use nix::mount::{MntFlags, MsFlags, umount2};
@@ -30,7 +31,9 @@ use nix::sys::reboot::{RebootMode, reboot};
 
 use super::{Platform, PlatformError};
 use crate::containerd::ContainerdPaths;
+use crate::upgrade::BootSlots;
 use cmdline::BootParameters;
+use os_image::entry::Slot;
 
 /// The state directory on metal: the STATE partition's mount point.
 pub const STATE_DIR: &str = "/system/state";
@@ -60,6 +63,8 @@ pub const FAILED_BOOT_RESTART: Duration = Duration::from_secs(10);
 pub struct MetalPlatform {
     /// The network's background work (DHCP renewals), kept for the agent's life.
     network: Mutex<Option<network::Configured>>,
+    /// The booted slot and the mounted ESP, or why this boot has no slots.
+    slots: OnceLock<Result<Slot, String>>,
 }
 
 impl std::fmt::Debug for MetalPlatform {
@@ -148,6 +153,29 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> PlatformError {
     move |source| PlatformError::Io { what, source }
 }
 
+impl MetalPlatform {
+    /// Mounts the ESP when the machine booted through UEFI from slot `slot`, and
+    /// returns the slot.
+    fn mount_esp(&self, slot: Option<&str>) -> Result<Slot, String> {
+        let slot = slot
+            .and_then(Slot::from_letter)
+            .ok_or_else(|| "the kernel command line names no slot (node.slot=a or b)".to_owned())?;
+        if !Path::new(slots::EFI_FIRMWARE).exists() {
+            return Err("the kernel was booted directly, without UEFI and its boot loader".into());
+        }
+        let esp = root::find_partition("EFI").map_err(|e| e.to_string())?;
+        root::mount_at(
+            &esp.to_string_lossy(),
+            Path::new(slots::ESP_DIR),
+            "vfat",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some("fmask=0177,dmask=0077"),
+        )
+        .map_err(|e| format!("mounting the ESP: {e}"))?;
+        Ok(slot)
+    }
+}
+
 impl Platform for MetalPlatform {
     fn name(&self) -> &'static str {
         "metal"
@@ -223,6 +251,12 @@ impl Platform for MetalPlatform {
             slot = parameters.slot.as_deref().unwrap_or("?"),
             "switched into the root image"
         );
+
+        let slots = self.mount_esp(parameters.slot.as_deref());
+        if let Err(why) = &slots {
+            tracing::warn!("no A/B slots this boot: {why}");
+        }
+        let _ = self.slots.set(slots);
 
         root::mount_at(
             "cgroup2",
@@ -309,6 +343,23 @@ impl Platform for MetalPlatform {
             .collect()
     }
 
+    fn boot_slots(&self) -> Result<BootSlots, String> {
+        let slot = self
+            .slots
+            .get()
+            .cloned()
+            .unwrap_or_else(|| Err("the platform was not prepared".into()))?;
+        Ok(BootSlots::new(
+            PathBuf::from(slots::ESP_DIR),
+            slot,
+            Box::new(slots::DiskSlotWriter),
+        ))
+    }
+
+    fn ephemeral_dir(&self) -> PathBuf {
+        PathBuf::from(EPHEMERAL_DIR)
+    }
+
     fn reboot(&self) -> Result<Infallible, PlatformError> {
         power(RebootMode::RB_AUTOBOOT)
     }
@@ -322,6 +373,9 @@ impl Platform for MetalPlatform {
 /// them) and restarts or powers off.
 fn power(mode: RebootMode) -> Result<Infallible, PlatformError> {
     nix::unistd::sync();
+    // vfat has no journal: a clean unmount keeps it from being left dirty. It is not
+    // mounted on direct kernel boots.
+    let _ = umount2(slots::ESP_DIR, MntFlags::empty());
     for mount_point in [EPHEMERAL_DIR, STATE_DIR] {
         if let Err(e) = unmount_tree(Path::new(mount_point)) {
             tracing::warn!(mount_point, error = %e, "unmounting; remounting read-only instead");

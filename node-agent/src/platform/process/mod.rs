@@ -2,20 +2,26 @@
 //! and many simulated nodes on one machine.
 //!
 //! It runs the same code paths as `metal` except the PID-1-only steps: it mounts
-//! nothing, does not touch the host's kernel parameters, writes the config's files
-//! below `<state-dir>/rootfs`, and "reboots" by re-executing itself (a new boot id,
-//! services started again, the configuration read back from the state directory).
+//! nothing, does not touch the host's kernel parameters, and writes the config's files
+//! below `<state-dir>/rootfs`. Its machine and boot loader is [`loader`]: the process
+//! started as `node-agent --platform process` boots the slots of `<state-dir>/boot`
+//! ([`slots`]), and a "reboot" is the agent exiting for the loader to boot again (a new
+//! boot id, services started again, the configuration read back from the state
+//! directory). EPHEMERAL is `<state-dir>/var`.
+
+pub mod loader;
+pub mod slots;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::SystemTime;
 
 use super::{Platform, PlatformError};
 use crate::containerd::ContainerdPaths;
+use crate::upgrade::BootSlots;
 
 /// The agent running as a normal process on a host.
 #[derive(Debug)]
@@ -52,6 +58,15 @@ impl Platform for ProcessPlatform {
     }
 
     fn prepare(&self) -> Result<(), PlatformError> {
+        // The agent dies with its loader, as everything dies with a machine's power.
+        if loader::booted_entry().is_some() {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(|e| {
+                PlatformError::Io {
+                    what: "tying the agent's life to its loader".into(),
+                    source: e.into(),
+                }
+            })?;
+        }
         // Orphaned grandchildren of services are re-parented to us, so the reaper
         // collects them and no zombie outlives its service.
         crate::supervisor::become_subreaper().map_err(|e| PlatformError::Io {
@@ -100,19 +115,36 @@ impl Platform for ProcessPlatform {
         }
     }
 
-    fn reboot(&self) -> Result<Infallible, PlatformError> {
-        let exe = std::env::current_exe().map_err(|source| PlatformError::Io {
-            what: "finding the agent's executable".into(),
-            source,
+    fn boot_slots(&self) -> Result<BootSlots, String> {
+        let entry = loader::booted_entry().ok_or_else(|| {
+            format!(
+                "this agent was not started by its loader ({} is not set)",
+                loader::BOOT_ENTRY_ENV
+            )
         })?;
-        let args: Vec<_> = std::env::args_os().skip(1).collect();
-        tracing::info!(exe = %exe.display(), "rebooting: re-executing the agent");
-        // exec only returns on failure.
-        let source = std::process::Command::new(&exe).args(args).exec();
-        Err(PlatformError::Io {
-            what: format!("re-executing {}", exe.display()),
-            source,
-        })
+        Ok(BootSlots::new(
+            slots::boot_dir(&self.state_dir),
+            entry.slot,
+            Box::new(slots::AgentSlotWriter),
+        ))
+    }
+
+    fn ephemeral_dir(&self) -> PathBuf {
+        self.state_dir.join("var")
+    }
+
+    fn wipe_ephemeral(&self) -> std::io::Result<()> {
+        super::remove_contents(&self.ephemeral_dir())?;
+        // The private containerd keeps its images beside, not below, `var`.
+        match &self.containerd {
+            Some(paths) => super::remove_contents(&paths.root),
+            None => Ok(()),
+        }
+    }
+
+    fn reboot(&self) -> Result<Infallible, PlatformError> {
+        tracing::info!("rebooting: the loader boots again");
+        std::process::exit(loader::REBOOT_EXIT_CODE)
     }
 
     fn shutdown(&self) -> Result<Infallible, PlatformError> {
