@@ -14,13 +14,18 @@
 //!   disk) from Debian packages and the agent; see docs/image.md.
 //! - [`oci`]: `image-builder oci`, OCI image layouts from Debian packages and files,
 //!   which the root image ships for containerd.
+//! - [`bundle`]: `image-builder keygen` and `image-builder bundle`, the signing key and
+//!   signed upgrade bundles (format: `os_image::bundle`) from a [`build`] output or an
+//!   agent binary.
 //!
-//! Apart from [`build`], which downloads packages and runs tools, and [`oci`], which
-//! reads packages and files and writes a layout, the library does no I/O; the
+//! Apart from [`build`], which downloads packages and runs tools, [`oci`], which
+//! reads packages and files and writes a layout, and [`bundle`], which reads an image
+//! and writes a key or bundle, the library does no I/O; the
 //! `image-builder` binary reads the files.
 #![deny(missing_docs)]
 
 pub mod build;
+pub mod bundle;
 pub mod check;
 pub mod fragment;
 pub mod oci;

@@ -1,12 +1,15 @@
-//! `image-builder`: builds node images. Subcommands: `build`, `oci`, `kernel-check`.
+//! `image-builder`: builds node images. Subcommands: `build`, `oci`, `keygen`,
+//! `bundle`, `kernel-check`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use image_builder::build::{self, DiskFormat, KernelSource};
+use image_builder::bundle::{self, Source};
 use image_builder::oci::contents::{self, FileSpec, LinkSpec};
 use image_builder::oci::{Config, Reference};
 use image_builder::{Format, KernelConfig, Recommendations, check, render};
@@ -48,6 +51,10 @@ enum Command {
         /// The timestamp of every file of the image.
         #[arg(long, env = "SOURCE_DATE_EPOCH", default_value_t = build::DEFAULT_SOURCE_DATE_EPOCH)]
         source_date_epoch: u64,
+        /// The OS version of /etc/os-release, the boot entry and the manifest (and of
+        /// bundles made from the image).
+        #[arg(long, value_name = "V", default_value = build::OS_VERSION)]
+        os_version: String,
     },
     /// Builds an OCI image from Debian packages and files, as an OCI layout tar file.
     ///
@@ -94,6 +101,37 @@ enum Command {
         /// The default command (Cmd).
         #[arg(last = true, value_name = "CMD")]
         cmd: Vec<String>,
+    },
+    /// Generates the ed25519 key that signs upgrade bundles.
+    ///
+    /// Writes the private key (PKCS#8 PEM) with mode 0600 and never over an existing
+    /// file; prints the public key (base64), which machine configs list as trusted.
+    Keygen {
+        /// The private key file to create.
+        #[arg(long, value_name = "KEY")]
+        out: PathBuf,
+    },
+    /// Makes a signed upgrade bundle: a metal one from a `build` output directory, or
+    /// a process one from an agent binary.
+    ///
+    /// Prints the bundle's path, version, size and each part's sha256. See
+    /// docs/image.md.
+    Bundle {
+        /// The private key from `keygen`.
+        #[arg(long, value_name = "KEY")]
+        key: PathBuf,
+        /// The bundle file to write (replaced if it exists).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// A `build` output directory: kernel, initramfs and root image (metal).
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["agent", "version"], required_unless_present = "agent")]
+        image: Option<PathBuf>,
+        /// An agent binary (process platform).
+        #[arg(long, value_name = "BIN", requires = "version")]
+        agent: Option<PathBuf>,
+        /// The OS version of the agent's bundle (a metal bundle takes the image's).
+        #[arg(long, value_name = "V", requires = "agent")]
+        version: Option<String>,
     },
     /// Checks a kernel .config against the KSPP hardening recommendations.
     ///
@@ -145,6 +183,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             format,
             cache,
             source_date_epoch,
+            os_version,
         } => {
             let kernel = match (kernel_package, kernel) {
                 (Some(name), _) => KernelSource::Package(name),
@@ -161,6 +200,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             build::build(&build::Options {
                 kernel,
                 agent,
+                os_version,
                 out,
                 formats,
                 cache,
@@ -205,6 +245,43 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 eprintln!("image-builder: {} {}", package.name, package.version);
             }
             println!("{}@{}", options.reference, layout.manifest.digest);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keygen { out } => {
+            let public = bundle::keygen(&out)?;
+            eprintln!("image-builder: wrote the signing key {}", out.display());
+            println!("{public}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bundle {
+            key,
+            out,
+            image,
+            agent,
+            version,
+        } => {
+            let source = match (image, agent, version) {
+                (Some(dir), _, _) => Source::Image(dir),
+                (None, Some(binary), Some(version)) => Source::Agent { binary, version },
+                _ => unreachable!("clap requires --image or --agent and --version"),
+            };
+            let started = Instant::now();
+            eprintln!("image-builder: bundle: hashing, signing and writing the parts");
+            let manifest = bundle::bundle(&source, &key, &out)?;
+            let size = fs::metadata(&out)
+                .with_context(|| format!("cannot read {}", out.display()))?
+                .len();
+            println!("bundle {}", out.display());
+            println!("version {} ({})", manifest.version, manifest.kind);
+            println!("size {size}");
+            for part in &manifest.parts {
+                println!("part {} {} {}", part.name, part.size, part.sha256);
+            }
+            eprintln!(
+                "image-builder: done in {:.1}s: {}",
+                started.elapsed().as_secs_f64(),
+                out.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::KernelCheck {

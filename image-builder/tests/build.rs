@@ -186,3 +186,19 @@ fn builds_are_reproducible() {
         initramfs.len()
     );
 }
+
+#[test]
+fn an_os_version_that_is_not_one_word_is_refused_before_anything_is_written() {
+    let dir = TempDir::new().unwrap();
+    let out = dir.path().join("out");
+    let agent = static_agent(dir.path());
+    let output = build(&[
+        "--agent".as_ref(),
+        agent.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+        "--os-version".as_ref(),
+        "0.2.0\nEVIL=1".as_ref(),
+    ]);
+    assert_clean_failure(&output, "must be one word", &out);
+}

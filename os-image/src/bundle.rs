@@ -340,7 +340,7 @@ pub fn write(
     let mut manifest_parts = Vec::with_capacity(files.len());
     for (name, path) in &files {
         let mut file = File::open(path).map_err(|err| io_error(path, err))?;
-        let (size, sha256) = hash(&mut file).map_err(|err| io_error(path, err))?;
+        let (size, sha256) = sha256(&mut file).map_err(|err| io_error(path, err))?;
         manifest_parts.push(Part {
             name: (*name).to_owned(),
             size,
@@ -454,8 +454,9 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-/// The size and sha256 of everything `reader` yields, streamed.
-fn hash(reader: impl Read) -> io::Result<(u64, String)> {
+/// The size and sha256 (lowercase hex, as in [`Part::sha256`]) of everything `reader`
+/// yields, streamed: what bundles are checked with, for any file that must match them.
+pub fn sha256(reader: impl Read) -> io::Result<(u64, String)> {
     let mut hashing = HashingReader::new(reader);
     io::copy(&mut hashing, &mut io::sink())?;
     Ok(hashing.finish())
@@ -632,7 +633,7 @@ pub fn open_verified(path: &Path, trusted: &[PublicKey]) -> Result<VerifiedBundl
             });
         }
         let offset = entry.raw_file_position();
-        let (size, sha256) = hash(entry).map_err(tar_error)?;
+        let (size, sha256) = sha256(entry).map_err(tar_error)?;
         if size != part.size {
             return Err(BundleError::SizeMismatch {
                 part: name,
@@ -880,7 +881,7 @@ mod tests {
             parts: vec![Part {
                 name: part::AGENT.into(),
                 size: AGENT_BYTES.len() as u64,
-                sha256: hex(ring::digest::digest(&SHA256, AGENT_BYTES).as_ref()),
+                sha256: sha256(AGENT_BYTES).unwrap().1,
             }],
         }
     }

@@ -3,10 +3,11 @@
 //!
 //! GPT (by `sgdisk`, fixed GUIDs):
 //! - `EFI` (vfat, `mkfs.fat --offset --invariant`, filled with `mcopy -i IMG@@OFFSET`):
-//!   systemd-boot as `\EFI\BOOT\BOOTX64.EFI`, `loader/loader.conf`, one entry per slot
-//!   (`loader/entries/slot-a.conf`, `slot-b.conf`) and each slot's kernel and
-//!   initramfs under `/slot-a/`, `/slot-b/`;
-//! - `BOOT-A`, `BOOT-B`: each slot's root image (the squashfs, written raw);
+//!   systemd-boot as `\EFI\BOOT\BOOTX64.EFI`, `loader/loader.conf` and slot A only:
+//!   its entry (`loader/entries/node-os-000001-a.conf`, generation 1, good) and its
+//!   kernel and initramfs under `/slot-a/`;
+//! - `BOOT-A`: slot A's root image (the squashfs, written raw); `BOOT-B` stays empty
+//!   until the first upgrade writes slot B;
 //! - `STATE`, `EPHEMERAL`: empty ext4 (`mkfs.ext4 -E offset=`), fixed UUIDs and hash
 //!   seeds, times from `E2FSPROGS_FAKE_TIME`.
 //!
@@ -16,6 +17,8 @@ use std::fs::{self, File, FileTimes};
 use std::io::{self, Seek, SeekFrom};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
+
+use os_image::entry::{self, EntryName, LOADER_CONF, Slot, SlotFiles};
 
 use super::error::{BuildError, IoContext, Result};
 use super::tool::{command, run};
@@ -120,42 +123,6 @@ pub fn place(partitions: &[Partition]) -> (Vec<Placed>, u64) {
     (placed, next * SECTOR + MIB)
 }
 
-/// The node's kernel parameters for a slot (`a` or `b`): the hardening parameters
-/// (`hardening`, see [`Kernel::hardening_options`](super::kernel::Kernel::hardening_options)),
-/// which slot, where its root image is and the image's sha256, which the agent checks
-/// before mounting it. Direct kernel boots (the QEMU provisioner) pass the same words.
-pub fn slot_options(slot: char, rootfs_sha256: &str, hardening: &str) -> String {
-    let upper = slot.to_ascii_uppercase();
-    let slot = format!(
-        "node.slot={slot} node.root=PARTLABEL=BOOT-{upper} node.root.sha256={rootfs_sha256}"
-    );
-    if hardening.is_empty() {
-        slot
-    } else {
-        format!("{hardening} {slot}")
-    }
-}
-
-/// The boot entry of a slot (`a` or `b`), passing `options` (its [`slot_options`])
-/// after the console.
-pub fn boot_entry(slot: char, version: &str, files: (&str, &str), options: &str) -> String {
-    let upper = slot.to_ascii_uppercase();
-    let (kernel_file, initramfs_file) = files;
-    format!(
-        "title node-os {version} (slot {upper})\n\
-         linux /slot-{slot}/{kernel_file}\n\
-         initrd /slot-{slot}/{initramfs_file}\n\
-         options console=ttyS0,115200 console=tty0 {options}\n"
-    )
-}
-
-/// `loader/loader.conf`: a fresh disk boots slot A (entries sort by name in reverse,
-/// so without a default slot B would win). The default names the exact entry, never
-/// a glob that could match a boot-counting trial entry (`slot-b+1.conf`), which
-/// would defeat the fallback; upgrades change it through the `LoaderEntryDefault`
-/// EFI variable, which takes precedence over this file.
-pub const LOADER_CONF: &str = "timeout 3\neditor no\ndefault slot-a.conf\n";
-
 /// What goes on the disk.
 #[derive(Debug, Clone, Copy)]
 pub struct Contents<'a> {
@@ -171,7 +138,7 @@ pub struct Contents<'a> {
     pub hardening: &'a str,
     /// systemd-boot's EFI binary.
     pub systemd_boot: &'a Path,
-    /// The OS version for the boot entries' titles.
+    /// The OS version for the boot entry.
     pub version: &'a str,
 }
 
@@ -194,13 +161,11 @@ pub fn build(contents: &Contents<'_>, epoch: u64, work: &Path, out: &Path) -> Re
     }
     run(sgdisk.arg(out))?;
 
-    let [esp, boot_a, boot_b, state, ephemeral] = placed.as_slice() else {
+    let [esp, boot_a, _boot_b, state, ephemeral] = placed.as_slice() else {
         unreachable!("the layout has five partitions")
     };
     esp_fill(esp, contents, epoch, work, out)?;
-    for slot in [boot_a, boot_b] {
-        write_at(contents.rootfs, slot, out)?;
-    }
+    write_at(contents.rootfs, boot_a, out)?;
     for part in [state, ephemeral] {
         ext4(part, epoch, out)?;
     }
@@ -216,7 +181,42 @@ pub fn qcow2(raw: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Formats the ESP and copies the boot loader, entries, kernels and initramfs.
+/// The files of a fresh ESP (path, contents), sorted by path: the boot loader, its
+/// configuration, and slot A's entry, kernel and initramfs. Slot B gets its files
+/// from the first upgrade.
+pub fn esp_files(contents: &Contents<'_>) -> Result<Vec<(String, Vec<u8>)>> {
+    let slot = Slot::A;
+    let slot_files = SlotFiles {
+        kernel: "vmlinuz",
+        initramfs: super::initramfs::FILE_NAME,
+    };
+    let options = entry::slot_options(slot, contents.rootfs_sha256, contents.hardening);
+    let entry = entry::entry_text(slot, contents.version, slot_files, &options);
+    let directory = slot.directory();
+    let mut files: Vec<(String, Vec<u8>)> = vec![
+        (
+            "EFI/BOOT/BOOTX64.EFI".into(),
+            fs::read(contents.systemd_boot).at(contents.systemd_boot)?,
+        ),
+        ("loader/loader.conf".into(), LOADER_CONF.into()),
+        (
+            format!("loader/entries/{}", EntryName::good(1, slot).file_name()),
+            entry.into_bytes(),
+        ),
+        (
+            format!("{directory}/{}", slot_files.kernel),
+            fs::read(contents.vmlinuz).at(contents.vmlinuz)?,
+        ),
+        (
+            format!("{directory}/{}", slot_files.initramfs),
+            fs::read(contents.initramfs).at(contents.initramfs)?,
+        ),
+    ];
+    files.sort();
+    Ok(files)
+}
+
+/// Formats the ESP and copies the boot loader, entry, kernel and initramfs.
 fn esp_fill(
     esp: &Placed,
     contents: &Contents<'_>,
@@ -241,36 +241,7 @@ fn esp_fill(
         .arg((esp.bytes() / 1024).to_string()))?;
 
     let staging = work.join("esp");
-    let kernel_file = "vmlinuz";
-    let initramfs_file = super::initramfs::FILE_NAME;
-    let mut files: Vec<(String, Vec<u8>)> = vec![
-        (
-            "EFI/BOOT/BOOTX64.EFI".into(),
-            fs::read(contents.systemd_boot).at(contents.systemd_boot)?,
-        ),
-        ("loader/loader.conf".into(), LOADER_CONF.into()),
-    ];
-    for slot in ['a', 'b'] {
-        files.push((
-            format!("loader/entries/slot-{slot}.conf"),
-            boot_entry(
-                slot,
-                contents.version,
-                (kernel_file, initramfs_file),
-                &slot_options(slot, contents.rootfs_sha256, contents.hardening),
-            )
-            .into_bytes(),
-        ));
-        files.push((
-            format!("slot-{slot}/{kernel_file}"),
-            fs::read(contents.vmlinuz).at(contents.vmlinuz)?,
-        ));
-        files.push((
-            format!("slot-{slot}/{initramfs_file}"),
-            fs::read(contents.initramfs).at(contents.initramfs)?,
-        ));
-    }
-    files.sort();
+    let files = esp_files(contents)?;
     let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(epoch);
     let image = format!("{}@@{}", disk.display(), esp.offset());
     let mtools = |args: &[&std::ffi::OsStr]| {
@@ -378,19 +349,51 @@ mod tests {
     }
 
     #[test]
-    fn entries_name_their_slot() {
-        let options = slot_options('b', "ab12", "slab_nomerge pti=on");
-        let entry = boot_entry('b', "0.1.0", ("vmlinuz", "initramfs.cpio.zst"), &options);
-        assert!(entry.contains("linux /slot-b/vmlinuz\n"));
-        assert!(entry.contains("initrd /slot-b/initramfs.cpio.zst\n"));
-        assert!(entry.contains(
-            "options console=ttyS0,115200 console=tty0 slab_nomerge pti=on node.slot=b "
-        ));
-        assert!(entry.contains("node.root=PARTLABEL=BOOT-B node.root.sha256=ab12\n"));
-        assert_eq!(
-            slot_options('a', "ab12", ""),
-            "node.slot=a node.root=PARTLABEL=BOOT-A node.root.sha256=ab12"
+    fn a_fresh_esp_boots_slot_a_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str| {
+            let path = dir.path().join(name);
+            fs::write(&path, name).unwrap();
+            path
+        };
+        let (vmlinuz, initramfs, rootfs, efi) = (
+            file("vmlinuz"),
+            file("initramfs"),
+            file("rootfs"),
+            file("efi"),
         );
-        assert!(LOADER_CONF.contains("\ndefault slot-a.conf\n"));
+        let contents = Contents {
+            vmlinuz: &vmlinuz,
+            initramfs: &initramfs,
+            rootfs: &rootfs,
+            rootfs_sha256: "ab12",
+            hardening: "slab_nomerge pti=on",
+            systemd_boot: &efi,
+            version: "0.2.0",
+        };
+        let files = esp_files(&contents).unwrap();
+        let paths: Vec<&str> = files.iter().map(|(path, _)| path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "EFI/BOOT/BOOTX64.EFI",
+                "loader/entries/node-os-000001-a.conf",
+                "loader/loader.conf",
+                "slot-a/initramfs.cpio.zst",
+                "slot-a/vmlinuz",
+            ]
+        );
+        let text = |path: &str| {
+            let (_, data) = files.iter().find(|(p, _)| p == path).unwrap();
+            String::from_utf8(data.clone()).unwrap()
+        };
+        let entry = text("loader/entries/node-os-000001-a.conf");
+        assert_eq!(entry::entry_field(&entry, "version"), Some("0.2.0"));
+        assert_eq!(entry::entry_field(&entry, "linux"), Some("/slot-a/vmlinuz"));
+        assert!(entry.ends_with(
+            "slab_nomerge pti=on panic=-1 node.slot=a node.root=PARTLABEL=BOOT-A node.root.sha256=ab12\n"
+        ));
+        assert!(!text("loader/loader.conf").contains("default"));
+        assert_eq!(text("slot-a/vmlinuz"), "vmlinuz");
     }
 }

@@ -1,10 +1,9 @@
 //! `manifest.json`: what went into an image and what came out.
 
 use std::fs::File;
-use std::io::{self, Read};
 use std::path::Path;
 
-use ring::digest::{Context, SHA256};
+use os_image::bundle::sha256;
 use serde::{Deserialize, Serialize};
 
 use super::error::{IoContext, Result};
@@ -51,8 +50,14 @@ pub struct ShippedImage {
 pub struct Manifest {
     /// The timestamp every file and filesystem of the image carries.
     pub source_date_epoch: u64,
+    /// The OS version of `/etc/os-release` and the boot entry; an upgrade bundle made
+    /// from the image carries it.
+    pub os_version: String,
     /// The kernel release (`uname -r`) of the image.
     pub kernel_release: String,
+    /// The hardening parameters for this kernel alone: the part of the boot entries'
+    /// options that an upgrade bundle carries to the entries it writes.
+    pub kernel_hardening: String,
     /// The node's kernel parameters for booting slot A directly (`qemu -kernel
     /// vmlinux -append`), as its boot entry passes them: the hardening parameters for
     /// this kernel, the slot, its root partition and the root image's sha256.
@@ -66,26 +71,17 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// A manifest with the inputs, outputs and images sorted.
-    pub fn new(
-        source_date_epoch: u64,
-        kernel_release: String,
-        kernel_options: String,
-        mut inputs: Vec<Input>,
-        mut outputs: Vec<Output>,
-        mut images: Vec<ShippedImage>,
-    ) -> Self {
-        inputs.sort_by(|a, b| a.name.cmp(&b.name));
-        outputs.sort_by(|a, b| a.file.cmp(&b.file));
-        images.sort_by(|a, b| a.name.cmp(&b.name));
-        Self {
-            source_date_epoch,
-            kernel_release,
-            kernel_options,
-            inputs,
-            outputs,
-            images,
-        }
+    /// The same manifest with the inputs, outputs and images sorted.
+    pub fn sorted(mut self) -> Self {
+        self.inputs.sort_by(|a, b| a.name.cmp(&b.name));
+        self.outputs.sort_by(|a, b| a.file.cmp(&b.file));
+        self.images.sort_by(|a, b| a.name.cmp(&b.name));
+        self
+    }
+
+    /// The output record of `file`.
+    pub fn output(&self, file: &str) -> Option<&Output> {
+        self.outputs.iter().find(|o| o.file == file)
     }
 
     /// The pretty-printed JSON, with a final newline.
@@ -98,26 +94,14 @@ impl Manifest {
 
 /// The sha256 of a byte string, in hex.
 pub fn sha256_bytes(data: &[u8]) -> String {
-    hex(ring::digest::digest(&SHA256, data).as_ref())
+    // Reading from a byte slice cannot fail.
+    sha256(data).expect("a slice reads").1
 }
 
 /// The sha256 and size of a file, streamed.
 pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
-    let mut file = File::open(path).at(path)?;
-    let mut context = Context::new(&SHA256);
-    let mut buffer = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let read = match file.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(read) => read,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            Err(err) => return Err(err).at(path),
-        };
-        context.update(&buffer[..read]);
-        size += read as u64;
-    }
-    Ok((hex(context.finish().as_ref()), size))
+    let (size, sha256) = File::open(path).and_then(sha256).at(path)?;
+    Ok((sha256, size))
 }
 
 /// The [`Output`] record of `file` in `dir`.
@@ -128,10 +112,6 @@ pub fn output(dir: &Path, file: &str) -> Result<Output> {
         size,
         sha256,
     })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -167,22 +147,26 @@ mod tests {
             size: 1,
             sha256: "11".into(),
         };
-        let manifest = Manifest::new(
-            5,
-            "6.1.0-1-amd64".into(),
-            "node.slot=a".into(),
-            vec![input("runc"), input("containerd")],
-            vec![output("vmlinuz"), output("disk.raw")],
-            vec![ShippedImage {
+        let manifest = Manifest {
+            source_date_epoch: 5,
+            os_version: "0.2.0".into(),
+            kernel_release: "6.1.0-1-amd64".into(),
+            kernel_hardening: "pti=on".into(),
+            kernel_options: "pti=on node.slot=a".into(),
+            inputs: vec![input("runc"), input("containerd")],
+            outputs: vec![output("vmlinuz"), output("disk.raw")],
+            images: vec![ShippedImage {
                 name: "node-os.local/busybox:1.35.0".into(),
                 path: "/usr/share/node-os/images/busybox.tar".into(),
                 digest: "sha256:22".into(),
                 size: 1,
                 sha256: "33".into(),
             }],
-        );
+        }
+        .sorted();
         assert_eq!(manifest.inputs[0].name, "containerd");
         assert_eq!(manifest.outputs[0].file, "disk.raw");
+        assert_eq!(manifest.output("vmlinuz").unwrap().size, 1);
         let json = manifest.to_json();
         assert!(json.ends_with("}\n"));
         assert_eq!(serde_json::from_str::<Manifest>(&json).unwrap(), manifest);

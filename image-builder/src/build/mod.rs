@@ -36,6 +36,7 @@ use error::IoContext;
 pub use error::{BuildError, Result};
 use inputs::{Cache, Package};
 use manifest::{Input, Manifest};
+use os_image::entry::{self, Slot};
 
 /// The default `SOURCE_DATE_EPOCH` (2025-01-01T00:00:00Z).
 pub const DEFAULT_SOURCE_DATE_EPOCH: u64 = 1_735_689_600;
@@ -43,7 +44,8 @@ pub const DEFAULT_SOURCE_DATE_EPOCH: u64 = 1_735_689_600;
 /// The default package cache.
 pub const DEFAULT_CACHE: &str = "/var/cache/node-os/image-builder";
 
-/// The version written into `/etc/os-release` and the boot entries.
+/// The default OS version written into `/etc/os-release`, the boot entry and the
+/// manifest: image-builder's own.
 pub const OS_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Where the kernel comes from.
@@ -73,6 +75,8 @@ pub struct Options {
     pub kernel: KernelSource,
     /// The static node agent binary.
     pub agent: PathBuf,
+    /// The OS version ([`OS_VERSION`] unless a release says otherwise).
+    pub os_version: String,
     /// The output directory; must not exist or be empty.
     pub out: PathBuf,
     /// The disk formats.
@@ -167,6 +171,7 @@ pub fn build(options: &Options) -> Result<Manifest> {
         )
     })?;
     // Cheap checks first: a bad agent or output directory fails before any download.
+    check_os_version(&options.os_version)?;
     let agent = initramfs::check_agent(&options.agent)?;
     let agent_sha256 = manifest::sha256_bytes(&agent);
     if fs::read_dir(&options.out).is_ok_and(|mut d| d.next().is_some()) {
@@ -217,7 +222,7 @@ pub fn build(options: &Options) -> Result<Manifest> {
             kernel_config: (&kernel.release, &kernel.config),
         },
         &staging,
-        OS_VERSION,
+        &options.os_version,
     )?;
     let shipped = images::stage(&packages.workloads, &staging, epoch)?;
     let rootfs_path = out.join(rootfs::FILE_NAME);
@@ -238,7 +243,7 @@ pub fn build(options: &Options) -> Result<Manifest> {
             rootfs_sha256: &rootfs_sha256,
             hardening: &hardening,
             systemd_boot: &systemd_boot_efi,
-            version: OS_VERSION,
+            version: &options.os_version,
         },
         epoch,
         &work,
@@ -268,14 +273,17 @@ pub fn build(options: &Options) -> Result<Manifest> {
         .iter()
         .map(|name| manifest::output(&out, name))
         .collect::<Result<Vec<_>>>()?;
-    let manifest = Manifest::new(
-        epoch,
-        kernel.release.clone(),
-        disk::slot_options('a', &rootfs_sha256, &hardening),
+    let manifest = Manifest {
+        source_date_epoch: epoch,
+        os_version: options.os_version.clone(),
+        kernel_release: kernel.release.clone(),
+        kernel_options: entry::slot_options(Slot::A, &rootfs_sha256, &hardening),
+        kernel_hardening: hardening,
         inputs,
         outputs,
-        shipped,
-    );
+        images: shipped,
+    }
+    .sorted();
     let manifest_path = out.join("manifest.json");
     fs::write(&manifest_path, manifest.to_json()).at(&manifest_path)?;
 
@@ -286,6 +294,22 @@ pub fn build(options: &Options) -> Result<Manifest> {
         options.out.display()
     );
     Ok(manifest)
+}
+
+/// Refuses an OS version that cannot go into `/etc/os-release` and a boot entry's
+/// `version` line as one word: empty, or with spaces, quotes or control characters.
+pub fn check_os_version(version: &str) -> Result<()> {
+    if version.is_empty()
+        || !version
+            .chars()
+            .all(|c| c.is_ascii_graphic() && !matches!(c, '"' | '\'' | '\\' | '`' | '$'))
+    {
+        return Err(BuildError::InvalidOption(format!(
+            "OS version {version:?}: must be one word of printable ASCII without quotes, \
+             e.g. 0.2.0"
+        )));
+    }
+    Ok(())
 }
 
 /// The prefix of the temporary files and directories written next to an output
