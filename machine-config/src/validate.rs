@@ -14,7 +14,7 @@ use crate::error::{FieldError, ValidationErrors};
 use crate::order::start_order;
 use crate::types::{
     CONFIG_VERSION, Cluster, FileSpec, HealthCheck, HumanDuration, Machine, MachineSecrets,
-    MachineType, Network, SECRETS_KIND, ServiceSpec,
+    MachineType, Network, SECRETS_KIND, ServiceSpec, Upgrade,
 };
 
 /// The shortest join token accepted: shorter tokens can be guessed.
@@ -98,6 +98,29 @@ fn machine(problems: &mut Problems, machine: &Machine) {
     services(problems, &machine.services);
     if let Some(install) = &machine.install {
         problems.check("machine.install.disk", absolute_path(&install.disk));
+    }
+    upgrade(problems, &machine.upgrade);
+}
+
+fn upgrade(problems: &mut Problems, upgrade: &Upgrade) {
+    for (i, key) in upgrade.trusted_keys.iter().enumerate() {
+        problems.check(
+            format!("machine.upgrade.trustedKeys[{i}]"),
+            key.parse::<os_image::bundle::PublicKey>()
+                .map(drop)
+                .map_err(|e| e.to_string()),
+        );
+    }
+    if upgrade.health_timeout.0.is_zero() {
+        problems.fail("machine.upgrade.healthTimeout", "must be greater than zero");
+    }
+    if let Some(pem) = &upgrade.ca_certificates {
+        problems.check(
+            "machine.upgrade.caCertificates",
+            pki::tls::certificates(pem, "CA certificate")
+                .map(drop)
+                .map_err(|e| e.to_string()),
+        );
     }
 }
 
@@ -772,6 +795,22 @@ mod tests {
                 "machine.services[1].stopTimeout: must be greater than zero",
             ),
             (
+                "{config: {machine: {upgrade: {trustedKeys: [not-a-key]}}}}",
+                "machine.upgrade.trustedKeys[0]: ",
+            ),
+            (
+                "{config: {machine: {upgrade: {trustedKeys: [AAAA]}}}}",
+                "machine.upgrade.trustedKeys[0]: ",
+            ),
+            (
+                "{config: {machine: {upgrade: {healthTimeout: 0s}}}}",
+                "machine.upgrade.healthTimeout: must be greater than zero",
+            ),
+            (
+                "{config: {machine: {upgrade: {caCertificates: 'hello'}}}}",
+                "machine.upgrade.caCertificates: ",
+            ),
+            (
                 "{config: {machine: {install: {disk: vda}}}}",
                 r#"machine.install.disk: "vda" must be an absolute path"#,
             ),
@@ -826,6 +865,7 @@ mod tests {
             "[{op: replace, path: /config/machine/network/interfaces/0/mtu, value: 68}]",
             "[{op: replace, path: /config/machine/files/0/permissions, value: 0o7777}]",
             "[{op: replace, path: /config/machine/services/0/healthCheck/timeout, value: 5s}]",
+            "{config: {machine: {upgrade: {trustedKeys: ['AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA='], healthTimeout: 1s}}}}",
             // A container service: the image's entrypoint when there is no command.
             "[{op: add, path: /config/machine/services/0/image, value: 'localhost:5000/tools/busybox:1.35'}, {op: remove, path: /config/machine/services/0/command}]",
             "[{op: add, path: /config/machine/services/0/image, value: 'busybox@sha256:0123456789012345678901234567890123456789012345678901234567890123'}, {op: add, path: /config/machine/services/0/capabilities, value: [CAP_NET_BIND_SERVICE]}, {op: add, path: /config/machine/services/0/mounts, value: [{source: /var/lib/web, destination: /www, readOnly: true}]}]",
