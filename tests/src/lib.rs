@@ -59,6 +59,20 @@ pub fn node_image() -> PathBuf {
     dir
 }
 
+/// An image the upgrade suites install, next to [`node_image`]: `-v2` (the same agent
+/// with another version) or `-v3` (an init that exits at start), built by
+/// `scripts/build-test-images` (the README's test command runs it).
+pub fn upgrade_image(suffix: &str) -> PathBuf {
+    let base = node_image();
+    let dir = PathBuf::from(format!("{}-{suffix}", base.display()));
+    assert!(
+        dir.join("manifest.json").is_file(),
+        "no upgrade image at {}: run scripts/build-test-images first (the README's test command does)",
+        dir.display()
+    );
+    dir
+}
+
 /// Waits until `check` returns `Some`, or panics naming `what` after `timeout`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
     let started = Instant::now();
@@ -180,6 +194,22 @@ impl LocalCluster {
                 .collect(),
             destroyed: false,
         }
+    }
+
+    /// Creates `nodes` VMs of [`node_image`] (`--provisioner qemu`), with `extra`
+    /// arguments.
+    pub fn create_vms(name: &str, net: u8, nodes: usize, extra: &[&str]) -> Self {
+        let image = node_image();
+        let mut args = vec![
+            "--provisioner",
+            "qemu",
+            "--image",
+            image.to_str().expect("utf-8 path"),
+            "--wait-timeout",
+            "3m",
+        ];
+        args.extend_from_slice(extra);
+        Self::create(name, net, nodes, &args)
     }
 
     /// Destroys the cluster now (instead of on drop) and returns what osctl said.

@@ -1,12 +1,14 @@
-//! A/B upgrades of a process node, as a user drives them with osctl: bundles made by
-//! `image-builder bundle` (the agent binary as the payload), signed with a key from
+//! A/B upgrades as a user drives them with osctl, on a process node (bundles of the
+//! agent binary) and on a VM booted through OVMF and systemd-boot (bundles of the
+//! images `scripts/build-test-images` builds), signed with a key from
 //! `image-builder keygen` that the node's configuration trusts.
 //!
-//! The matrix: a bundle with a bad signature or a bad hash is refused before anything
-//! is written; v1 → v2 keeps slot B once it is healthy; a manual rollback returns to
-//! slot A; an install killed in the middle of the slot write (the node's power cut)
-//! leaves a node that boots the old slot; v2 → v3 where v3's agent exits at start
-//! comes back on v2 by itself and says why, in Version and in the events.
+//! The matrix, on both: a bundle with a bad signature or a bad hash is refused before
+//! anything is written; v1 → v2 keeps slot B once it is healthy; an install cut off in
+//! the middle of the slot write (SIGKILL to the node's loader or to QEMU: a power cut)
+//! leaves a node that boots the old slot; v2 → v3 where v3's agent (process) or init
+//! (VM) exits at start comes back on v2 by itself and says why, in Version and in the
+//! events. The process node also rolls back by hand.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
@@ -14,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use e2e::{LocalCluster, binary, process_alive, spawn_agent, wait_for};
+use e2e::{LocalCluster, binary, process_alive, spawn_agent, upgrade_image, wait_for};
 
 const V1: &str = env!("CARGO_PKG_VERSION");
 const V2: &str = "0.2.0-e2e";
@@ -59,6 +61,148 @@ fn bundle(dir: &Path, key: &Path, agent: &Path, version: &str) -> PathBuf {
         out.to_str().unwrap(),
     ]);
     out
+}
+
+/// A metal bundle of the image in `image`, signed with `key`.
+fn image_bundle(dir: &Path, key: &Path, image: &Path) -> PathBuf {
+    let out = dir.join(format!(
+        "{}-{}.tar",
+        image.file_name().unwrap().to_string_lossy(),
+        key.file_name().unwrap().to_string_lossy()
+    ));
+    image_builder(&[
+        "bundle",
+        "--key",
+        key.to_str().unwrap(),
+        "--image",
+        image.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    out
+}
+
+/// A copy of `bundle` with one byte in its middle (inside the largest part) flipped.
+fn corrupted(dir: &Path, bundle: &Path) -> PathBuf {
+    let out = dir.join("corrupted.tar");
+    let mut bytes = std::fs::read(bundle).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&out, bytes).unwrap();
+    out
+}
+
+/// The trust and health settings of the nodes under test.
+fn upgrade_patch(public_key: &str) -> String {
+    format!("{{machine: {{upgrade: {{trustedKeys: ['{public_key}'], healthTimeout: 60s}}}}}}")
+}
+
+/// Runs `osctl upgrade` for `node` and sends SIGKILL to `pid` as soon as the write
+/// phase is reported; returns the progress lines seen.
+fn cut_power_during_write(
+    cluster: &LocalCluster,
+    node: &str,
+    bundle: &Path,
+    pid: u32,
+) -> Vec<String> {
+    let mut install = Command::new(binary("osctl"))
+        .env("HOME", cluster.home.path())
+        .args(["-e", node, "upgrade", "--image", bundle.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let progress = BufReader::new(install.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    for line in progress.lines() {
+        let line = line.unwrap();
+        seen.push(line.clone());
+        if line.starts_with("write") {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .unwrap();
+            break;
+        }
+    }
+    let _ = install.wait();
+    assert!(seen.iter().any(|l| l.starts_with("write")), "{seen:?}");
+    wait_for(
+        "the node's processes to die",
+        Duration::from_secs(10),
+        || (!process_alive(pid)).then_some(()),
+    );
+    seen
+}
+
+/// The node's Version row once it answers (after a reboot or a power cut).
+fn version_when_up(cluster: &LocalCluster, node: &str, timeout: Duration) -> serde_json::Value {
+    wait_for("the node to answer", timeout, || {
+        let row = cluster.osctl(&["-e", node, "-n", node, "-o", "json", "version"]);
+        (row.code == 0).then(|| row.json()[0].clone())
+    })
+}
+
+/// Asserts that `bad` bundles are refused for `why` with nothing written and no reboot.
+fn assert_refused(cluster: &LocalCluster, node: &str, bad: &[(&Path, &str)]) {
+    let before = version(cluster, node);
+    for (bundle, why) in bad {
+        let refused = cluster.osctl(&[
+            "-e",
+            node,
+            "upgrade",
+            "--image",
+            bundle.to_str().unwrap(),
+            "--wait",
+        ]);
+        assert_ne!(refused.code, 0, "{} was accepted", bundle.display());
+        assert!(
+            refused.stderr.contains("upgrade failed") && refused.stderr.contains(why),
+            "{}",
+            refused.stderr
+        );
+        let after = version(cluster, node);
+        assert_eq!(after["boot_id"], before["boot_id"]);
+        assert_eq!(slots(&after), slots(&before));
+    }
+}
+
+/// Asserts that the node came back on `good` after `broken` failed, with the reason.
+fn assert_fell_back(
+    cluster: &LocalCluster,
+    node: &str,
+    refused: &e2e::Run,
+    broken: &str,
+    good: &str,
+) {
+    assert_ne!(refused.code, 0, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains(&format!("rolled back to {good}")),
+        "{}",
+        refused.stderr
+    );
+    let fallen_back = version(cluster, node);
+    assert_eq!(fallen_back["os_version"], good);
+    assert_eq!(
+        slots(&fallen_back),
+        [format!("a:{broken}:bad"), format!("b:{good}:good*")]
+    );
+    assert_eq!(fallen_back["rolled_back"]["from_version"], broken);
+    assert!(
+        fallen_back["rolled_back"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("none of its 3 boots reached the agent"),
+        "{fallen_back}"
+    );
+    let events = cluster.rows(node, &["events"]);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "rolled-back" && e["version"] == broken),
+        "{events:?}"
+    );
 }
 
 /// The node's Version row.
@@ -114,16 +258,10 @@ fn process_nodes_upgrade_roll_back_and_survive_bad_bundles() {
     let v2 = bundle(work.path(), &key, &agent, V2);
     let v3 = bundle(work.path(), &key, &broken_agent, V3);
     let untrusted = bundle(work.path(), &stranger, &agent, V2);
-    // One byte of the agent changed after signing.
-    let corrupted = work.path().join("corrupted.tar");
-    let mut bytes = std::fs::read(&v2).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0xff;
-    std::fs::write(&corrupted, bytes).unwrap();
+    let corrupted = corrupted(work.path(), &v2);
 
-    let patch =
-        format!("{{machine: {{upgrade: {{trustedKeys: ['{public}'], healthTimeout: 20s}}}}}}");
-    let cluster = LocalCluster::create("upgrade", 31, 1, &["--config-patch", &patch]);
+    let patch = upgrade_patch(&public);
+    let cluster = LocalCluster::create("upgrade", 37, 1, &["--config-patch", &patch]);
     let node = cluster.addresses[0].clone();
     let state_dir = cluster
         .home
@@ -139,19 +277,12 @@ fn process_nodes_upgrade_roll_back_and_survive_bad_bundles() {
     assert_eq!(first["os_version"], V1);
     assert_eq!(slots(&first), [format!("a:{V1}:good*"), "b::empty".into()]);
     let untouched = boot_files(&state_dir);
-
-    // Refused before anything is written: the node keeps running as it was.
-    for (bad, why) in [(&untrusted, "signature"), (&corrupted, "sha256")] {
-        let refused = upgrade(bad, &["--wait"]);
-        assert_ne!(refused.code, 0, "{} was accepted", bad.display());
-        assert!(
-            refused.stderr.contains("upgrade failed") && refused.stderr.contains(why),
-            "{}",
-            refused.stderr
-        );
-        assert_eq!(boot_files(&state_dir), untouched);
-        assert_eq!(version(&cluster, &node)["boot_id"], first["boot_id"]);
-    }
+    assert_refused(
+        &cluster,
+        &node,
+        &[(&untrusted, "signature"), (&corrupted, "sha256")],
+    );
+    assert_eq!(boot_files(&state_dir), untouched);
 
     // v1 -> v2: one reboot, slot B kept once its services are healthy.
     let upgraded = upgrade(&v2, &["--wait"]).success();
@@ -184,8 +315,7 @@ fn process_nodes_upgrade_roll_back_and_survive_bad_bundles() {
     // A manual rollback boots slot A's v1 again.
     cluster.osctl(&["-e", &node, "rollback"]).success();
     let back = wait_for("the node back on slot A", Duration::from_secs(60), || {
-        let row = cluster.osctl(&["-e", &node, "-n", &node, "-o", "json", "version"]);
-        let row = (row.code == 0).then(|| row.json()[0].clone())?;
+        let row = version_when_up(&cluster, &node, Duration::from_secs(60));
         (row["slot"] == "a").then_some(row)
     });
     assert_eq!(back["os_version"], V1);
@@ -195,58 +325,15 @@ fn process_nodes_upgrade_roll_back_and_survive_bad_bundles() {
     );
 
     // A power cut in the middle of the slot write: the node boots slot A as before.
-    let loader = cluster.agent_pid(0);
-    let mut install = Command::new(binary("osctl"))
-        .env("HOME", cluster.home.path())
-        .args([
-            "-e",
-            &node,
-            "upgrade",
-            "--image",
-            v2.to_str().unwrap(),
-            "--force",
-        ])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let progress = BufReader::new(install.stderr.take().unwrap());
-    let mut seen = Vec::new();
-    for line in progress.lines() {
-        let line = line.unwrap();
-        seen.push(line.clone());
-        if line.starts_with("write") {
-            nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(loader as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            )
-            .unwrap();
-            break;
-        }
-    }
-    let _ = install.wait();
-    assert!(seen.iter().any(|l| l.starts_with("write")), "{seen:?}");
-    wait_for(
-        "the node's processes to die",
-        Duration::from_secs(10),
-        || (!process_alive(loader)).then_some(()),
-    );
+    cut_power_during_write(&cluster, &node, &v2, cluster.agent_pid(0));
     // Power back on: the same state directory, the same address.
     let _restarted = PoweredOn(spawn_agent(
         &state_dir,
         format!("{node}:50000").parse().unwrap(),
         None,
     ));
-    let after_cut = wait_for(
-        "the node after the power cut",
-        Duration::from_secs(60),
-        || {
-            let row = cluster.osctl(&["-e", &node, "-n", &node, "-o", "json", "version"]);
-            (row.code == 0).then(|| row.json()[0].clone())
-        },
-    );
+    let after_cut = version_when_up(&cluster, &node, Duration::from_secs(60));
     assert_eq!(after_cut["os_version"], V1);
-    assert_eq!(after_cut["slot"], "a");
     assert_eq!(
         slots(&after_cut),
         [format!("a:{V1}:good*"), "b::empty".into()]
@@ -256,33 +343,7 @@ fn process_nodes_upgrade_roll_back_and_survive_bad_bundles() {
     // then slot B's v2 again, with the reason.
     upgrade(&v2, &["--wait"]).success();
     let refused = upgrade(&v3, &["--wait"]);
-    assert_ne!(refused.code, 0, "{}", refused.stderr);
-    assert!(
-        refused.stderr.contains(&format!("rolled back to {V2}")),
-        "{}",
-        refused.stderr
-    );
-    let fallen_back = version(&cluster, &node);
-    assert_eq!(fallen_back["os_version"], V2);
-    assert_eq!(
-        slots(&fallen_back),
-        [format!("a:{V3}:bad"), format!("b:{V2}:good*")]
-    );
-    assert_eq!(fallen_back["rolled_back"]["from_version"], V3);
-    assert!(
-        fallen_back["rolled_back"]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("none of its 3 boots reached the agent"),
-        "{fallen_back}"
-    );
-    let events = cluster.rows(&node, &["events"]);
-    assert!(
-        events
-            .iter()
-            .any(|e| e["kind"] == "rolled-back" && e["version"] == V3),
-        "{events:?}"
-    );
+    assert_fell_back(&cluster, &node, &refused, V3, V2);
     // Nothing to roll back to: slot A never booted healthy.
     let nothing = cluster.osctl(&["-e", &node, "rollback"]);
     assert_ne!(nothing.code, 0);
@@ -290,6 +351,116 @@ fn process_nodes_upgrade_roll_back_and_survive_bad_bundles() {
         nothing.stderr.contains("never booted healthy"),
         "{}",
         nothing.stderr
+    );
+}
+
+#[test]
+fn vms_upgrade_through_systemd_boot_and_fall_back_by_themselves() {
+    let work = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(work.path(), "release.key");
+    let (stranger, _) = keygen(work.path(), "stranger.key");
+    let (image_v2, image_v3) = (upgrade_image("v2"), upgrade_image("v3"));
+    let v2 = image_bundle(work.path(), &key, &image_v2);
+    let v3 = image_bundle(work.path(), &key, &image_v3);
+    let untrusted = image_bundle(work.path(), &stranger, &image_v2);
+    let corrupted = corrupted(work.path(), &v2);
+    let version_of = |image: &Path| {
+        let text = std::fs::read_to_string(image.join("manifest.json")).unwrap();
+        let manifest: serde_json::Value = serde_json::from_str(&text).unwrap();
+        manifest["os_version"].as_str().unwrap().to_owned()
+    };
+    let (v2_version, v3_version) = (version_of(&image_v2), version_of(&image_v3));
+
+    let patch = upgrade_patch(&public);
+    let cluster = LocalCluster::create_vms(
+        "vm-upgrade",
+        36,
+        1,
+        &["--boot", "uefi", "--config-patch", &patch],
+    );
+    let node = cluster.addresses[0].clone();
+    let boot = Duration::from_secs(300);
+
+    let first = version(&cluster, &node);
+    assert_eq!(first["platform"], "metal");
+    assert_eq!(slots(&first), [format!("a:{V1}:good*"), "b::empty".into()]);
+    assert_refused(
+        &cluster,
+        &node,
+        &[(&untrusted, "signature"), (&corrupted, "sha256")],
+    );
+
+    // v1 -> v2 through systemd-boot's boot counting.
+    cluster
+        .osctl(&[
+            "-e",
+            &node,
+            "upgrade",
+            "--image",
+            v2.to_str().unwrap(),
+            "--wait",
+        ])
+        .success();
+    let second = version(&cluster, &node);
+    assert_eq!(second["os_version"], v2_version.as_str());
+    assert_eq!(
+        slots(&second),
+        [format!("a:{V1}:good"), format!("b:{v2_version}:good*")]
+    );
+    let dmesg = cluster
+        .osctl(&["-e", &node, "-n", &node, "dmesg"])
+        .success()
+        .stdout;
+    assert!(dmesg.contains("node.slot=b"), "{dmesg}");
+
+    // A power cut while slot A is written: QEMU killed, then started again on the same
+    // disk, boots slot B.
+    let qemu = cluster.agent_pid(0);
+    let command_line: Vec<String> = std::fs::read(format!("/proc/{qemu}/cmdline"))
+        .unwrap()
+        .split(|&b| b == 0)
+        .filter(|arg| !arg.is_empty())
+        .map(|arg| String::from_utf8(arg.to_vec()).unwrap())
+        .collect();
+    cut_power_during_write(&cluster, &node, &v3, qemu);
+    let started = Command::new(&command_line[0])
+        .args(&command_line[1..])
+        .status()
+        .unwrap();
+    assert!(started.success(), "QEMU did not start again");
+    let pidfile = command_line
+        .iter()
+        .position(|a| a == "-pidfile")
+        .map(|i| command_line[i + 1].clone())
+        .unwrap();
+    let _restarted = PoweredOnVm(pidfile);
+    let after_cut = version_when_up(&cluster, &node, boot);
+    assert_eq!(after_cut["os_version"], v2_version.as_str());
+    assert_eq!(
+        slots(&after_cut),
+        ["a::empty".to_owned(), format!("b:{v2_version}:good*")]
+    );
+
+    // v2 -> v3, whose init exits at start: the kernel panics and restarts three times,
+    // then systemd-boot boots slot B again.
+    let refused = cluster.osctl(&[
+        "-e",
+        &node,
+        "upgrade",
+        "--image",
+        v3.to_str().unwrap(),
+        "--wait",
+        "--timeout",
+        "10m",
+    ]);
+    assert_fell_back(&cluster, &node, &refused, &v3_version, &v2_version);
+    let console = cluster.node_log(0);
+    assert_eq!(
+        console
+            .matches("exiting-init: this image's init exits at start")
+            .count(),
+        3,
+        "{console}"
     );
 }
 
@@ -301,5 +472,23 @@ impl Drop for PoweredOn {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// A VM started again by the test (QEMU daemonised, its pid in this file), stopped
+/// here for the same reason.
+struct PoweredOnVm(String);
+
+impl Drop for PoweredOnVm {
+    fn drop(&mut self) {
+        if let Some(pid) = std::fs::read_to_string(&self.0)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
     }
 }

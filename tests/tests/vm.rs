@@ -11,20 +11,6 @@ use e2e::{Home, LocalCluster, node_image, process_alive, wait_for};
 /// Under TCG a boot takes seconds; with other VMs on two cores, tens of seconds.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 
-fn vm_cluster(name: &str, net: u8, nodes: usize, extra: &[&str]) -> LocalCluster {
-    let image = node_image();
-    let mut args = vec![
-        "--provisioner",
-        "qemu",
-        "--image",
-        image.to_str().expect("utf-8 path"),
-        "--wait-timeout",
-        "3m",
-    ];
-    args.extend_from_slice(extra);
-    LocalCluster::create(name, net, nodes, &args)
-}
-
 fn manifest() -> serde_json::Value {
     let text = std::fs::read_to_string(node_image().join("manifest.json")).unwrap();
     serde_json::from_str(&text).unwrap()
@@ -32,7 +18,7 @@ fn manifest() -> serde_json::Value {
 
 #[test]
 fn a_node_boots_its_image_reboots_and_powers_off() {
-    let cluster = vm_cluster("vm-boot", 31, 1, &[]);
+    let cluster = LocalCluster::create_vms("vm-boot", 31, 1, &[]);
     let node = &cluster.addresses[0];
 
     let version = &cluster.rows(node, &["version"])[0];
@@ -158,7 +144,7 @@ fn a_node_boots_its_image_reboots_and_powers_off() {
 
 #[test]
 fn maintenance_mode_takes_a_configuration_that_survives_a_reboot() {
-    let cluster = vm_cluster("vm-maint", 32, 1, &["--skip-injecting-config"]);
+    let cluster = LocalCluster::create_vms("vm-maint", 32, 1, &["--skip-injecting-config"]);
     let node = &cluster.addresses[0];
     let insecure = |args: &[&str]| {
         let mut full = vec!["--insecure", "-e", node];
@@ -271,7 +257,7 @@ fn a_corrupted_root_image_is_refused_at_boot() {
 
 #[test]
 fn three_vms_form_a_cluster_and_reach_each_other() {
-    let mut cluster = vm_cluster("vm-three", 34, 3, &[]);
+    let mut cluster = LocalCluster::create_vms("vm-three", 34, 3, &[]);
 
     // The context's nodes are the private addresses: the control plane forwards
     // to the workers over the cluster network, with certificates the workers got
@@ -298,7 +284,7 @@ fn three_vms_form_a_cluster_and_reach_each_other() {
 
 #[test]
 fn the_uefi_path_boots_slot_a_through_systemd_boot() {
-    let cluster = vm_cluster("vm-uefi", 35, 1, &["--boot", "uefi"]);
+    let cluster = LocalCluster::create_vms("vm-uefi", 35, 1, &["--boot", "uefi"]);
     let node = &cluster.addresses[0];
     assert_eq!(cluster.rows(node, &["version"])[0]["platform"], "metal");
     let dmesg = cluster
