@@ -92,9 +92,93 @@ fn corrupted(dir: &Path, bundle: &Path) -> PathBuf {
     out
 }
 
-/// The trust and health settings of the nodes under test.
-fn upgrade_patch(public_key: &str) -> String {
-    format!("{{machine: {{upgrade: {{trustedKeys: ['{public_key}'], healthTimeout: 60s}}}}}}")
+/// The trust and health settings of the nodes under test; `ca_pem` signs the HTTPS
+/// server bundles are downloaded from.
+fn upgrade_patch(public_key: &str, ca_pem: Option<&str>) -> String {
+    let mut upgrade = serde_json::json!({"trustedKeys": [public_key], "healthTimeout": "60s"});
+    if let Some(pem) = ca_pem {
+        upgrade["caCertificates"] = pem.into();
+    }
+    serde_json::json!({"machine": {"upgrade": upgrade}}).to_string()
+}
+
+/// The files of a directory over HTTPS (TLS 1.3, HTTP/1.1, GET only), with a
+/// certificate for `ip` signed by a new CA: where nodes download bundles from. Stops
+/// with its runtime when dropped.
+struct HttpsServer {
+    ca_pem: String,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl HttpsServer {
+    fn start(dir: &Path, ip: &str, port: u16) -> Self {
+        let ca = pki::CertificateAuthority::generate("e2e downloads").unwrap();
+        let server = ca
+            .issue_server("downloads", &[ip.to_owned()], Duration::from_secs(3600))
+            .unwrap();
+        let tls =
+            pki::tls::server_config_without_client_auth(&server.cert_pem, &server.key_pem).unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        let listener = std::net::TcpListener::bind((ip, port)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = dir.to_path_buf();
+        runtime.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, dir) = (acceptor.clone(), dir.clone());
+                tokio::spawn(async move {
+                    if let Ok(stream) = acceptor.accept(tcp).await {
+                        let _ = serve_file(stream, &dir).await;
+                    }
+                });
+            }
+        });
+        Self {
+            ca_pem: ca.cert_pem().to_owned(),
+            _runtime: runtime,
+        }
+    }
+}
+
+/// Answers one `GET /NAME` with the file NAME of `dir` (404 when there is none).
+async fn serve_file(
+    mut stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    dir: &Path,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut request = Vec::new();
+    while !request.ends_with(b"\r\n\r\n") && request.len() < 8192 {
+        let mut byte = [0u8; 1];
+        if stream.read(&mut byte).await? == 0 {
+            return Ok(());
+        }
+        request.push(byte[0]);
+    }
+    let request = String::from_utf8_lossy(&request);
+    let name = request
+        .strip_prefix("GET /")
+        .and_then(|rest| rest.split_whitespace().next())
+        .filter(|name| !name.contains('/') && !name.starts_with('.'))
+        .unwrap_or_default();
+    match tokio::fs::File::open(dir.join(name)).await {
+        Ok(mut file) if !name.is_empty() => {
+            let size = file.metadata().await?.len();
+            let head =
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n");
+            stream.write_all(head.as_bytes()).await?;
+            tokio::io::copy(&mut file, &mut stream).await?;
+        }
+        _ => {
+            let head = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+            stream.write_all(head.as_bytes()).await?;
+        }
+    }
+    stream.shutdown().await
 }
 
 /// Runs `osctl upgrade` for `node` and sends SIGKILL to `pid` as soon as the write
@@ -259,8 +343,9 @@ fn process_nodes_upgrade_roll_back_and_survive_bad_bundles() {
     let v3 = bundle(work.path(), &key, &broken_agent, V3);
     let untrusted = bundle(work.path(), &stranger, &agent, V2);
     let corrupted = corrupted(work.path(), &v2);
+    let downloads = HttpsServer::start(work.path(), "127.0.37.9", 8443);
 
-    let patch = upgrade_patch(&public);
+    let patch = upgrade_patch(&public, Some(&downloads.ca_pem));
     let cluster = LocalCluster::create("upgrade", 37, 1, &["--config-patch", &patch]);
     let node = cluster.addresses[0].clone();
     let state_dir = cluster
@@ -339,9 +424,33 @@ fn process_nodes_upgrade_roll_back_and_survive_bad_bundles() {
         [format!("a:{V1}:good*"), "b::empty".into()]
     );
 
-    // v1 -> v2 again, then v2 -> v3, whose agent exits at start: three failed boots,
-    // then slot B's v2 again, with the reason.
-    upgrade(&v2, &["--wait"]).success();
+    // v1 -> v2 again, downloaded by the node over HTTPS (a missing file is a clear
+    // error); then v2 -> v3, whose agent exits at start: three failed boots, then
+    // slot B's v2 again, with the reason.
+    let url = |file: &Path| {
+        format!(
+            "https://127.0.37.9:8443/{}",
+            file.file_name().unwrap().to_string_lossy()
+        )
+    };
+    let missing = cluster.osctl(&[
+        "-e",
+        &node,
+        "upgrade",
+        "--image",
+        "https://127.0.37.9:8443/nope.tar",
+    ]);
+    assert_ne!(missing.code, 0);
+    assert!(missing.stderr.contains("404"), "{}", missing.stderr);
+    let downloaded = cluster
+        .osctl(&["-e", &node, "upgrade", "--image", &url(&v2), "--wait"])
+        .success();
+    assert!(
+        downloaded.stderr.contains("receive"),
+        "{}",
+        downloaded.stderr
+    );
+    assert_eq!(version(&cluster, &node)["os_version"], V2);
     let refused = upgrade(&v3, &["--wait"]);
     assert_fell_back(&cluster, &node, &refused, V3, V2);
     // Nothing to roll back to: slot A never booted healthy.
@@ -371,7 +480,7 @@ fn vms_upgrade_through_systemd_boot_and_fall_back_by_themselves() {
     };
     let (v2_version, v3_version) = (version_of(&image_v2), version_of(&image_v3));
 
-    let patch = upgrade_patch(&public);
+    let patch = upgrade_patch(&public, None);
     let cluster = LocalCluster::create_vms(
         "vm-upgrade",
         36,
