@@ -298,7 +298,10 @@ pub struct SlotFiles<'a> {
 }
 
 /// The text of a slot's boot entry (systemd-boot's Boot Loader Specification type 1),
-/// passing `options` (its [`slot_options`]) after the console.
+/// passing `options` (its [`slot_options`]) after the consoles. The serial console
+/// comes last, so it is `/dev/console`: the agent's messages (and a failed boot's)
+/// reach a serial log or a BMC's serial-over-LAN, the way a node without a shell is
+/// read.
 pub fn entry_text(slot: Slot, version: &str, files: SlotFiles<'_>, options: &str) -> String {
     let directory = slot.directory();
     format!(
@@ -306,7 +309,7 @@ pub fn entry_text(slot: Slot, version: &str, files: SlotFiles<'_>, options: &str
          version {version}\n\
          linux /{directory}/{kernel}\n\
          initrd /{directory}/{initramfs}\n\
-         options console=ttyS0,115200 console=tty0 {options}\n",
+         options console=tty0 console=ttyS0,115200 {options}\n",
         kernel = files.kernel,
         initramfs = files.initramfs,
     )
@@ -418,7 +421,7 @@ mod tests {
         assert!(entry.contains("linux /slot-b/vmlinuz\n"));
         assert!(entry.contains("initrd /slot-b/initramfs.cpio.zst\n"));
         assert!(entry.contains(
-            "options console=ttyS0,115200 console=tty0 slab_nomerge pti=on panic=-1 node.slot=b "
+            "options console=tty0 console=ttyS0,115200 slab_nomerge pti=on panic=-1 node.slot=b "
         ));
         assert!(entry.contains("node.root=PARTLABEL=BOOT-B node.root.sha256=ab12\n"));
         assert_eq!(entry_field(&entry, "version"), Some("0.2.0"));

@@ -73,6 +73,88 @@ pub fn upgrade_image(suffix: &str) -> PathBuf {
     dir
 }
 
+/// Runs `image-builder` and returns its stdout; panics with its stderr on failure.
+pub fn image_builder(args: &[&str]) -> String {
+    let run = Command::new(binary("image-builder"))
+        .args(args)
+        .output()
+        .expect("image-builder runs");
+    assert!(
+        run.status.success(),
+        "image-builder {args:?}: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    String::from_utf8(run.stdout).expect("utf-8 output")
+}
+
+/// A new bundle signing key `dir/name` (`image-builder keygen`); returns its path and
+/// the public key a node's `machine.upgrade.trustedKeys` lists.
+pub fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
+    let key = dir.join(name);
+    let public = image_builder(&["keygen", "--out", key.to_str().expect("utf-8 path")]);
+    (key, public.trim().to_owned())
+}
+
+/// A process bundle of `agent` as OS `version`, signed with `key`, in `dir`.
+pub fn agent_bundle(dir: &Path, key: &Path, agent: &Path, version: &str) -> PathBuf {
+    let signer = key.file_name().unwrap_or_default().to_string_lossy();
+    let out = dir.join(format!("{version}-{signer}.bundle"));
+    image_builder(&[
+        "bundle",
+        "--key",
+        key.to_str().expect("utf-8 path"),
+        "--agent",
+        agent.to_str().expect("utf-8 path"),
+        "--version",
+        version,
+        "--out",
+        out.to_str().expect("utf-8 path"),
+    ]);
+    out
+}
+
+/// A metal bundle of the image in `image` (an `image-builder build` output), signed
+/// with `key`, in `dir`.
+pub fn image_bundle(dir: &Path, key: &Path, image: &Path) -> PathBuf {
+    let signer = key.file_name().unwrap_or_default().to_string_lossy();
+    let name = image.file_name().unwrap_or_default().to_string_lossy();
+    let out = dir.join(format!("{name}-{signer}.bundle"));
+    image_builder(&[
+        "bundle",
+        "--key",
+        key.to_str().expect("utf-8 path"),
+        "--image",
+        image.to_str().expect("utf-8 path"),
+        "--out",
+        out.to_str().expect("utf-8 path"),
+    ]);
+    out
+}
+
+/// The median and range of benchmark samples.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spread {
+    /// The middle sample (the upper one of an even count).
+    pub median: f64,
+    /// The least sample.
+    pub min: f64,
+    /// The greatest sample.
+    pub max: f64,
+}
+
+impl Spread {
+    /// The spread of `samples` (zeros when there are none).
+    pub fn of(samples: &[f64]) -> Self {
+        let mut sorted = samples.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        Self {
+            median: sorted.get(sorted.len() / 2).copied().unwrap_or(0.0),
+            min: sorted.first().copied().unwrap_or(0.0),
+            max: sorted.last().copied().unwrap_or(0.0),
+        }
+    }
+}
+
 /// Waits until `check` returns `Some`, or panics naming `what` after `timeout`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
     let started = Instant::now();

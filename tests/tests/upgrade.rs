@@ -16,71 +16,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use e2e::{LocalCluster, binary, process_alive, spawn_agent, upgrade_image, wait_for};
+use e2e::{
+    LocalCluster, agent_bundle, binary, image_bundle, keygen, process_alive, spawn_agent,
+    upgrade_image, wait_for,
+};
 
 const V1: &str = env!("CARGO_PKG_VERSION");
 const V2: &str = "0.2.0-e2e";
 const V3: &str = "0.3.0-broken";
-
-/// Runs image-builder; returns its stdout.
-fn image_builder(args: &[&str]) -> String {
-    let run = Command::new(binary("image-builder"))
-        .args(args)
-        .output()
-        .expect("image-builder runs");
-    assert!(
-        run.status.success(),
-        "image-builder {args:?}: {}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    String::from_utf8(run.stdout).unwrap()
-}
-
-/// A new signing key in `dir`; returns its path and the public key.
-fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
-    let key = dir.join(name);
-    let public = image_builder(&["keygen", "--out", key.to_str().unwrap()]);
-    (key, public.trim().to_owned())
-}
-
-/// A process bundle of `agent` as `version`, signed with `key`.
-fn bundle(dir: &Path, key: &Path, agent: &Path, version: &str) -> PathBuf {
-    let out = dir.join(format!(
-        "{version}-{}.tar",
-        key.file_name().unwrap().to_string_lossy()
-    ));
-    image_builder(&[
-        "bundle",
-        "--key",
-        key.to_str().unwrap(),
-        "--agent",
-        agent.to_str().unwrap(),
-        "--version",
-        version,
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    out
-}
-
-/// A metal bundle of the image in `image`, signed with `key`.
-fn image_bundle(dir: &Path, key: &Path, image: &Path) -> PathBuf {
-    let out = dir.join(format!(
-        "{}-{}.tar",
-        image.file_name().unwrap().to_string_lossy(),
-        key.file_name().unwrap().to_string_lossy()
-    ));
-    image_builder(&[
-        "bundle",
-        "--key",
-        key.to_str().unwrap(),
-        "--image",
-        image.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    out
-}
 
 /// A copy of `bundle` with one byte in its middle (inside the largest part) flipped.
 fn corrupted(dir: &Path, bundle: &Path) -> PathBuf {
@@ -339,9 +282,9 @@ fn process_nodes_upgrade_roll_back_and_survive_bad_bundles() {
     )
     .unwrap();
     std::fs::set_permissions(&broken_agent, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let v2 = bundle(work.path(), &key, &agent, V2);
-    let v3 = bundle(work.path(), &key, &broken_agent, V3);
-    let untrusted = bundle(work.path(), &stranger, &agent, V2);
+    let v2 = agent_bundle(work.path(), &key, &agent, V2);
+    let v3 = agent_bundle(work.path(), &key, &broken_agent, V3);
+    let untrusted = agent_bundle(work.path(), &stranger, &agent, V2);
     let corrupted = corrupted(work.path(), &v2);
     let downloads = HttpsServer::start(work.path(), "127.0.37.9", 8443);
 

@@ -186,14 +186,11 @@ impl Row for ImportRow {
 
 /// `osctl image import FILE [-k]`: streams the archive to one node.
 pub async fn import(session: &Session, namespace: &str, file: &Path) -> anyhow::Result<()> {
-    if !session.nodes.is_empty() {
-        anyhow::bail!("image import uploads to one node: name it with -e, not -n");
-    }
     let data = tokio::fs::read(file)
         .await
         .with_context(|| format!("reading {}", file.display()))?;
     let total = data.len();
-    let conn = session.connect().await?;
+    let conn = session.connect_to_endpoint().await?;
     let namespace = namespace.to_owned();
     let data = std::sync::Arc::new(data);
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());

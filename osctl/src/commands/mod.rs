@@ -36,6 +36,19 @@ pub struct Session {
 impl Session {
     /// Connects as the selected context, to the selected endpoints and nodes.
     pub async fn connect(&self) -> anyhow::Result<Connection> {
+        self.connect_for(true).await
+    }
+
+    /// Connects for a call to the endpoint itself (an upload, which cannot be
+    /// forwarded): the context's nodes are not named.
+    pub async fn connect_to_endpoint(&self) -> anyhow::Result<Connection> {
+        if !self.nodes.is_empty() {
+            anyhow::bail!("this command goes to one node: name it with -e, not -n");
+        }
+        self.connect_for(false).await
+    }
+
+    async fn connect_for(&self, fan_out: bool) -> anyhow::Result<Connection> {
         if self.insecure {
             if self.endpoints.is_empty() || !self.nodes.is_empty() {
                 anyhow::bail!(
@@ -49,7 +62,10 @@ impl Session {
             return Ok(Connection::open_insecure(&target).await?);
         }
         let (_, context) = self.client_config.context(self.context.as_deref())?;
-        let target = Target::new(context, &self.endpoints, &self.nodes)?;
+        let mut target = Target::new(context, &self.endpoints, &self.nodes)?;
+        if !fan_out {
+            target.nodes.clear();
+        }
         Ok(Connection::open(context, &target).await?)
     }
 }

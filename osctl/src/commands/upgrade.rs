@@ -53,10 +53,7 @@ impl Row for UpgradeRow {
 
 /// `osctl upgrade --image FILE|URL`.
 pub async fn upgrade(session: &Session, request: &Request) -> anyhow::Result<()> {
-    if !session.nodes.is_empty() {
-        bail!("upgrade goes to one node: name it with -e, not -n");
-    }
-    let conn = session.connect().await?;
+    let conn = session.connect_to_endpoint().await?;
     let before = version(&conn).await?;
     let (options, file) = if request.image.starts_with("https://") {
         (
@@ -172,7 +169,7 @@ async fn wait_for_verdict(
             );
         }
         tokio::time::sleep(POLL).await;
-        let Ok(now) = async { version(&session.connect().await?).await }.await else {
+        let Ok(now) = async { version(&session.connect_to_endpoint().await?).await }.await else {
             continue;
         };
         if now.boot_id == before.boot_id {

@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use e2e::{Home, LocalCluster, binary, node_image, parent_pid as parent, process_start, wait_for};
+use e2e::{
+    Home, LocalCluster, Spread, binary, node_image, parent_pid as parent, process_start, wait_for,
+};
 
 const NAME: &str = "container-bench";
 /// The VM's loopback network; the process node's is 127.0.97.0/24 too (net 97).
@@ -60,11 +62,10 @@ fn run(boots: usize, containers: usize, vm: bool) -> Result<(), String> {
 
     println!("| figure | median | range |");
     println!("|---|---|---|");
+    let starts = Spread::of(&starts);
     println!(
         "| process node: agent start → first container service running | {:.2} s | {:.2}–{:.2} s ({boots} boots) |",
-        median(&starts),
-        min(&starts),
-        max(&starts)
+        starts.median, starts.min, starts.max
     );
     println!(
         "| agent RSS with containerd and 5 container services | {:.1} MiB | |",
@@ -72,11 +73,10 @@ fn run(boots: usize, containers: usize, vm: bool) -> Result<(), String> {
     );
     println!("| containerd RSS | {:.1} MiB | |", memory.containerd);
     println!("| shims (5), total RSS | {:.1} MiB | |", memory.shims);
+    let ps = Spread::of(&ps);
     println!(
         "| `osctl ps -k` with {containers} containers | {:.0} ms | {:.0}–{:.0} ms (20 runs) |",
-        median(&ps),
-        min(&ps),
-        max(&ps)
+        ps.median, ps.min, ps.max
     );
     if vm {
         let seconds = vm_first_container()?;
@@ -320,18 +320,4 @@ fn seconds(time: SystemTime) -> f64 {
     time.duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs_f64()
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted.get(sorted.len() / 2).copied().unwrap_or(0.0)
-}
-
-fn min(values: &[f64]) -> f64 {
-    values.iter().copied().fold(f64::INFINITY, f64::min)
-}
-
-fn max(values: &[f64]) -> f64 {
-    values.iter().copied().fold(0.0, f64::max)
 }
