@@ -24,6 +24,7 @@ use e2e::{
 const V1: &str = env!("CARGO_PKG_VERSION");
 const V2: &str = "0.2.0-e2e";
 const V3: &str = "0.3.0-broken";
+const V4: &str = "0.4.0-unhealthy";
 
 /// A copy of `bundle` with one byte in its middle (inside the largest part) flipped.
 fn corrupted(dir: &Path, bundle: &Path) -> PathBuf {
@@ -124,8 +125,8 @@ async fn serve_file(
     stream.shutdown().await
 }
 
-/// Runs `osctl upgrade` for `node` and sends SIGKILL to `pid` as soon as the write
-/// phase is reported; returns the progress lines seen.
+/// Runs `osctl upgrade` for `node` and sends SIGKILL to `pid` once the write phase
+/// reports bytes written (and not all of them); returns the progress lines seen.
 fn cut_power_during_write(
     cluster: &LocalCluster,
     node: &str,
@@ -144,7 +145,10 @@ fn cut_power_during_write(
     for line in progress.lines() {
         let line = line.unwrap();
         seen.push(line.clone());
-        if line.starts_with("write") {
+        let percent = line
+            .split_whitespace()
+            .find_map(|word| word.strip_suffix('%')?.parse::<u32>().ok());
+        if line.starts_with("write") && percent.is_some_and(|p| (1..100).contains(&p)) {
             nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid as i32),
                 nix::sys::signal::Signal::SIGKILL,
@@ -154,7 +158,10 @@ fn cut_power_during_write(
         }
     }
     let _ = install.wait();
-    assert!(seen.iter().any(|l| l.starts_with("write")), "{seen:?}");
+    assert!(
+        seen.last().is_some_and(|l| l.starts_with("write")),
+        "the write phase was not cut: {seen:?}"
+    );
     wait_for(
         "the node's processes to die",
         Duration::from_secs(10),
@@ -404,6 +411,34 @@ fn process_nodes_upgrade_roll_back_and_survive_bad_bundles() {
         "{}",
         nothing.stderr
     );
+
+    // v2 -> v4, whose agent starts but whose services do not come up (a service that
+    // fails when its agent runs from slot A): the trial gives up after the health
+    // timeout and the node goes back to slot B, naming the service.
+    let canary = "case $(readlink /proc/$PPID/exe) in */slot-a/*) exit 1;; esac; exec sleep 3600";
+    let patch = serde_json::json!({"machine": {
+        "upgrade": {"healthTimeout": "5s"},
+        "services": [{"name": "canary", "command": ["/bin/sh", "-c", canary], "restart": "never"}],
+    }})
+    .to_string();
+    cluster
+        .osctl(&["-e", &node, "-n", &node, "patch", "-p", &patch])
+        .success();
+    let v4 = agent_bundle(work.path(), &key, &agent, V4);
+    let refused = upgrade(&v4, &["--wait"]);
+    assert_ne!(refused.code, 0, "{}", refused.stderr);
+    let unhealthy = version(&cluster, &node);
+    assert_eq!(unhealthy["os_version"], V2);
+    assert_eq!(
+        slots(&unhealthy),
+        [format!("a:{V4}:bad"), format!("b:{V2}:good*")]
+    );
+    let reason = unhealthy["rolled_back"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("its services were not healthy within 5s") && reason.contains("canary"),
+        "{unhealthy}"
+    );
+    assert!(refused.stderr.contains(reason), "{}", refused.stderr);
 }
 
 #[test]

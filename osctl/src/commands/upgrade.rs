@@ -227,11 +227,14 @@ async fn version(conn: &Connection) -> anyhow::Result<VersionInfo> {
     }
 }
 
-/// Progress on stderr: one redrawn line on a terminal, a line per phase otherwise.
+/// Progress on stderr: one redrawn line on a terminal; otherwise (a log) a line when a
+/// phase starts and at every tenth of its bytes.
 #[derive(Default)]
 struct ProgressBar {
     phase: String,
     drawn: bool,
+    /// The last tenth logged in this phase.
+    tenth: u64,
 }
 
 impl ProgressBar {
@@ -243,6 +246,7 @@ impl ProgressBar {
         if new_phase {
             self.end();
             self.phase = progress.phase.clone();
+            self.tenth = 0;
         }
         let percent = (progress.done_bytes * 100).checked_div(progress.total_bytes);
         let counts = if let Some(percent) = percent {
@@ -263,7 +267,8 @@ impl ProgressBar {
         if terminal {
             eprint!("\r\x1b[2K{line}");
             self.drawn = true;
-        } else if new_phase {
+        } else if new_phase || percent.is_some_and(|p| p / 10 > self.tenth) {
+            self.tenth = percent.unwrap_or(0) / 10;
             eprintln!("{line}");
         }
     }
