@@ -396,7 +396,8 @@ impl LocalCluster {
     pub fn node_log(&self, index: usize) -> String {
         let record = self.record();
         let path = record["nodes"][index]["log"].as_str().expect("log path");
-        std::fs::read_to_string(path).unwrap_or_default()
+        // A VM's console also carries the firmware's screen codes, not all UTF-8.
+        String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned()
     }
 }
 

@@ -319,8 +319,12 @@ fn process_nodes_upgrade_roll_back_and_survive_bad_bundles() {
     );
     assert_eq!(boot_files(&state_dir), untouched);
 
-    // v1 -> v2: one reboot, slot B kept once its services are healthy.
+    // v1 -> v2: one reboot, slot B kept once its services are healthy; EPHEMERAL
+    // (`<state>/var` on a process node) starts empty.
+    let ephemeral = state_dir.join("var/kept-or-not");
+    std::fs::write(&ephemeral, "v1 data").unwrap();
     let upgraded = upgrade(&v2, &["--wait"]).success();
+    assert!(!ephemeral.exists(), "EPHEMERAL was not emptied");
     for phase in ["receive", "verify", "write", "reboot"] {
         assert!(
             upgraded.stderr.contains(phase),
@@ -392,15 +396,43 @@ fn process_nodes_upgrade_roll_back_and_survive_bad_bundles() {
     ]);
     assert_ne!(missing.code, 0);
     assert!(missing.stderr.contains("404"), "{}", missing.stderr);
+    // Staged, with EPHEMERAL preserved: nothing changes until the next reboot.
+    std::fs::write(&ephemeral, "v1 data").unwrap();
     let downloaded = cluster
-        .osctl(&["-e", &node, "upgrade", "--image", &url(&v2), "--wait"])
+        .osctl(&[
+            "-e",
+            &node,
+            "upgrade",
+            "--image",
+            &url(&v2),
+            "--stage",
+            "--preserve",
+        ])
         .success();
     assert!(
-        downloaded.stderr.contains("receive"),
-        "{}",
+        downloaded.stderr.contains("receive") && downloaded.stdout.contains("staged"),
+        "{}{}",
+        downloaded.stdout,
         downloaded.stderr
     );
-    assert_eq!(version(&cluster, &node)["os_version"], V2);
+    let staged = version(&cluster, &node);
+    assert_eq!(staged["os_version"], V1);
+    assert_eq!(
+        slots(&staged),
+        [format!("a:{V1}:good*"), format!("b:{V2}:trial")]
+    );
+    cluster
+        .osctl(&["-e", &node, "-n", &node, "reboot", "--wait"])
+        .success();
+    let confirmed = wait_for("the staged slot confirmed", Duration::from_secs(60), || {
+        let row = version_when_up(&cluster, &node, Duration::from_secs(60));
+        (slots(&row) == [format!("a:{V1}:good"), format!("b:{V2}:good*")]).then_some(row)
+    });
+    assert_eq!(confirmed["os_version"], V2);
+    assert!(
+        ephemeral.exists(),
+        "EPHEMERAL was emptied despite --preserve"
+    );
     let refused = upgrade(&v3, &["--wait"]);
     assert_fell_back(&cluster, &node, &refused, V3, V2);
     // Nothing to roll back to: slot A never booted healthy.
