@@ -22,7 +22,7 @@ use os_image::entry::{EntryState, Slot};
 
 use super::UpgradeError;
 use super::events::EventKind;
-use super::slots::{BootSlots, Installed, io_error, write_atomically};
+use super::slots::{BootSlots, io_error, write_atomically};
 use crate::agent::{Agent, Lifecycle};
 use crate::supervisor::{Health, ServiceState};
 
@@ -168,8 +168,7 @@ pub async fn settle(agent: Arc<Agent>) {
     let slots = slots.clone();
     match verdict {
         Ok(()) => {
-            let outcome = confirm(&slots, &booted);
-            match outcome {
+            match slots.confirm(&booted) {
                 Ok(()) => {
                     let _ = fs::remove_file(record_path(&records, generation));
                     upgrades.events.publish(
@@ -204,10 +203,6 @@ pub async fn settle(agent: Arc<Agent>) {
             agent.request(Lifecycle::Reboot);
         }
     }
-}
-
-fn confirm(slots: &BootSlots, booted: &Installed) -> Result<(), UpgradeError> {
-    slots.confirm(booted)
 }
 
 /// Waits until every service runs (or finished well) and passes its health checks;

@@ -59,3 +59,99 @@ impl SlotWriter for AgentSlotWriter {
         Ok(entry_text(slot, &bundle.manifest.version, &relative))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upgrade::BootSlots;
+    use crate::upgrade::slots::write_atomically;
+    use os_image::bundle::{self, Release, SigningKey};
+    use os_image::entry::EntryState;
+
+    /// A verified process bundle of a small file as `version`.
+    fn verified(dir: &Path, version: &str) -> VerifiedBundle {
+        let (key, _) = SigningKey::generate().unwrap();
+        let agent = dir.join("agent");
+        std::fs::write(&agent, format!("#!/bin/sh\necho {version}\n")).unwrap();
+        let out = dir.join(format!("{version}.bundle"));
+        let release = Release {
+            version: version.into(),
+            kind: Kind::Process,
+            kernel_release: None,
+            kernel_hardening: None,
+        };
+        bundle::write(&out, &release, &[(part::AGENT, &agent)], &key).unwrap();
+        bundle::open_verified(&out, &[key.public_key()]).unwrap()
+    }
+
+    fn names(slots: &BootSlots) -> Vec<String> {
+        slots
+            .installed()
+            .unwrap()
+            .iter()
+            .map(|e| format!("{} {}", e.name.file_name(), e.version))
+            .collect()
+    }
+
+    #[test]
+    fn installs_go_to_the_other_slot_as_trials_and_rollbacks_need_a_good_slot() {
+        let work = tempfile::tempdir().unwrap();
+        let boot = boot_dir(work.path());
+        write_atomically(
+            &boot.join("loader/entries/node-os-000001-a.conf"),
+            entry_text(Slot::A, "1", "/usr/bin/node-agent").as_bytes(),
+        )
+        .unwrap();
+        let slots = BootSlots::new(boot.clone(), Slot::A, Box::new(AgentSlotWriter));
+        // Nothing good in slot B yet: no rollback.
+        assert!(slots.roll_back().is_err());
+
+        let mut reported = 0;
+        let installed = slots
+            .install(&verified(work.path(), "2"), &mut |n| reported = n)
+            .unwrap();
+        assert_eq!(installed.name.file_name(), "node-os-000002-b+3.conf");
+        assert!(reported > 0);
+        let agent = std::fs::read_to_string(boot.join("slot-b/node-agent")).unwrap();
+        assert!(agent.contains("echo 2"));
+        // The trial sorts first; the booted slot's entry is untouched.
+        assert_eq!(
+            names(&slots),
+            ["node-os-000002-b+3.conf 2", "node-os-000001-a.conf 1"]
+        );
+        // A trial is no rollback target either.
+        assert!(slots.roll_back().is_err());
+
+        // Installing again replaces slot B's entry, with the next generation.
+        slots
+            .install(&verified(work.path(), "3"), &mut |_| {})
+            .unwrap();
+        assert_eq!(
+            names(&slots),
+            ["node-os-000003-b+3.conf 3", "node-os-000001-a.conf 1"]
+        );
+
+        // Booted from B: confirmed, it is a rollback target from A's point of view.
+        let on_b = BootSlots::new(boot.clone(), Slot::B, Box::new(AgentSlotWriter));
+        let trial = on_b.booted().unwrap().unwrap();
+        on_b.confirm(&trial).unwrap();
+        assert_eq!(
+            on_b.booted().unwrap().unwrap().name.state(),
+            EntryState::Good
+        );
+        let back = slots.roll_back().unwrap();
+        assert_eq!(back.name.file_name(), "node-os-000004-b.conf");
+        assert_eq!(
+            names(&slots),
+            ["node-os-000004-b.conf 3", "node-os-000001-a.conf 1"]
+        );
+
+        // Given up: no tries left, so it sorts after the good entry.
+        let on_b = BootSlots::new(boot, Slot::B, Box::new(AgentSlotWriter));
+        on_b.give_up(&on_b.booted().unwrap().unwrap()).unwrap();
+        assert_eq!(
+            names(&slots),
+            ["node-os-000001-a.conf 1", "node-os-000004-b+0.conf 3"]
+        );
+    }
+}
