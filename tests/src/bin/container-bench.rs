@@ -1,8 +1,8 @@
 //! Container benchmark: a process node with its own containerd (Debian's containerd and
 //! runc, as root), and optionally a VM of the node image.
 //!
-//! - agent start → first container service running: the node reboots (re-executes)
-//!   N times with a container service configured; the agent's start is now minus its
+//! - agent start → first container service running: the node reboots N times (its
+//!   loader starts the agent again) with a container service configured; the agent's start is now minus its
 //!   reported uptime, the container's start the first `ps` (polled every 50 ms) that
 //!   shows it running;
 //! - memory of the agent, containerd and the shims with 5 container services;
