@@ -167,22 +167,20 @@ pub async fn settle(agent: Arc<Agent>) {
     let verdict = wait_for_health(&agent, timeout).await;
     let slots = slots.clone();
     match verdict {
-        Ok(()) => {
-            match slots.confirm(&booted) {
-                Ok(()) => {
-                    let _ = fs::remove_file(record_path(&records, generation));
-                    upgrades.events.publish(
-                        EventKind::Confirmed,
-                        &booted.version,
-                        format!(
-                            "{} in slot {} is healthy: kept",
-                            booted.version, booted.name.slot
-                        ),
-                    );
-                }
-                Err(e) => tracing::error!(error = %e, "confirming the booted slot"),
+        Ok(()) => match slots.confirm(&booted) {
+            Ok(()) => {
+                let _ = fs::remove_file(record_path(&records, generation));
+                upgrades.events.publish(
+                    EventKind::Confirmed,
+                    &booted.version,
+                    format!(
+                        "{} in slot {} is healthy: kept",
+                        booted.version, booted.name.slot
+                    ),
+                );
             }
-        }
+            Err(e) => tracing::error!(error = %e, "confirming the booted slot"),
+        },
         Err(why) => {
             let reason = format!(
                 "its services were not healthy within {}: {why}",
