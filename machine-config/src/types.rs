@@ -80,7 +80,8 @@ pub struct Upgrade {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trusted_keys: Vec<String>,
     /// How long a new installation's trial boot has for every service to run (and pass
-    /// its health checks) before the node gives it up and boots the previous one.
+    /// its health checks) for [`Upgrade::STABLE_FOR`] in a row before the node gives it
+    /// up and boots the previous one.
     #[serde(default = "Upgrade::default_health_timeout")]
     pub health_timeout: HumanDuration,
     /// PEM certificates of the authorities that may sign the HTTPS servers bundles are
@@ -90,6 +91,10 @@ pub struct Upgrade {
 }
 
 impl Upgrade {
+    /// How long every service must stay running and healthy, without a restart, for a
+    /// trial boot to be kept: a service that starts and then crashes is not healthy.
+    pub const STABLE_FOR: Duration = Duration::from_secs(5);
+
     fn default_health_timeout() -> HumanDuration {
         HumanDuration(Duration::from_secs(300))
     }

@@ -111,8 +111,14 @@ fn upgrade(problems: &mut Problems, upgrade: &Upgrade) {
                 .map_err(|e| e.to_string()),
         );
     }
-    if upgrade.health_timeout.0.is_zero() {
-        problems.fail("machine.upgrade.healthTimeout", "must be greater than zero");
+    if upgrade.health_timeout.0 <= Upgrade::STABLE_FOR {
+        problems.fail(
+            "machine.upgrade.healthTimeout",
+            format!(
+                "must be longer than {}, the time every service must stay healthy",
+                HumanDuration(Upgrade::STABLE_FOR)
+            ),
+        );
     }
     if let Some(pem) = &upgrade.ca_certificates {
         problems.check(
@@ -803,8 +809,8 @@ mod tests {
                 "machine.upgrade.trustedKeys[0]: ",
             ),
             (
-                "{config: {machine: {upgrade: {healthTimeout: 0s}}}}",
-                "machine.upgrade.healthTimeout: must be greater than zero",
+                "{config: {machine: {upgrade: {healthTimeout: 5s}}}}",
+                "machine.upgrade.healthTimeout: must be longer than 5s, the time every service must stay healthy",
             ),
             (
                 "{config: {machine: {upgrade: {caCertificates: 'hello'}}}}",
@@ -865,7 +871,7 @@ mod tests {
             "[{op: replace, path: /config/machine/network/interfaces/0/mtu, value: 68}]",
             "[{op: replace, path: /config/machine/files/0/permissions, value: 0o7777}]",
             "[{op: replace, path: /config/machine/services/0/healthCheck/timeout, value: 5s}]",
-            "{config: {machine: {upgrade: {trustedKeys: ['AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA='], healthTimeout: 1s}}}}",
+            "{config: {machine: {upgrade: {trustedKeys: ['AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA='], healthTimeout: 6s}}}}",
             // A container service: the image's entrypoint when there is no command.
             "[{op: add, path: /config/machine/services/0/image, value: 'localhost:5000/tools/busybox:1.35'}, {op: remove, path: /config/machine/services/0/command}]",
             "[{op: add, path: /config/machine/services/0/image, value: 'busybox@sha256:0123456789012345678901234567890123456789012345678901234567890123'}, {op: add, path: /config/machine/services/0/capabilities, value: [CAP_NET_BIND_SERVICE]}, {op: add, path: /config/machine/services/0/mounts, value: [{source: /var/lib/web, destination: /www, readOnly: true}]}]",

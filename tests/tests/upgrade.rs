@@ -445,11 +445,12 @@ fn process_nodes_upgrade_roll_back_and_survive_bad_bundles() {
     );
 
     // v2 -> v4, whose agent starts but whose services do not come up (a service that
-    // fails when its agent runs from slot A): the trial gives up after the health
-    // timeout and the node goes back to slot B, naming the service.
+    // fails when its agent runs from slot A, a moment after it started): the trial
+    // gives up after the health timeout and the node goes back to slot B, naming the
+    // service.
     let canary = "case $(readlink /proc/$PPID/exe) in */slot-a/*) exit 1;; esac; exec sleep 3600";
     let patch = serde_json::json!({"machine": {
-        "upgrade": {"healthTimeout": "5s"},
+        "upgrade": {"healthTimeout": "10s"},
         "services": [{"name": "canary", "command": ["/bin/sh", "-c", canary], "restart": "never"}],
     }})
     .to_string();
@@ -467,7 +468,7 @@ fn process_nodes_upgrade_roll_back_and_survive_bad_bundles() {
     );
     let reason = unhealthy["rolled_back"]["reason"].as_str().unwrap();
     assert!(
-        reason.contains("its services were not healthy within 5s") && reason.contains("canary"),
+        reason.contains("its services were not healthy within 10s") && reason.contains("canary"),
         "{unhealthy}"
     );
     assert!(refused.stderr.contains(reason), "{}", refused.stderr);

@@ -1,8 +1,8 @@
 //! What a boot does about its slot.
 //!
 //! - A **trial** boot (its entry still counts tries) records that it reached the agent,
-//!   waits until every service runs and passes its health checks, and then drops the
-//!   counter (the slot is kept). When the health timeout passes first, it records why,
+//!   waits until every service runs and passes its health checks for
+//!   [`Upgrade::STABLE_FOR`] in a row, and then drops the counter (the slot is kept). When the health timeout passes first, it records why,
 //!   takes the slot's last tries away and reboots: the loader boots the previous slot.
 //!   A trial whose agent never gets that far (a crash, a kernel panic, a root image
 //!   that fails its hash) runs out of tries in the loader without help.
@@ -13,11 +13,13 @@
 //! Records live on the state partition (`<state>/upgrade/trial-<generation>`), so they
 //! survive the reboots between a trial and the fallback.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use machine_config::Upgrade;
 use os_image::entry::{EntryState, Slot};
 
 use super::UpgradeError;
@@ -203,48 +205,74 @@ pub async fn settle(agent: Arc<Agent>) {
     }
 }
 
-/// Waits until every service runs (or finished well) and passes its health checks;
-/// on timeout, says which did not.
+/// Waits until every service runs (or finished well) and passes its health checks for
+/// [`Upgrade::STABLE_FOR`] in a row without a restart; on timeout, says which did not.
 async fn wait_for_health(agent: &Agent, timeout: Duration) -> Result<(), String> {
     let started = Instant::now();
+    // Since when every service has been fine, and their restart counts then.
+    let mut stable: Option<(Instant, BTreeMap<String, u32>)> = None;
     loop {
-        let config = agent.config().await;
-        let checked: Vec<&str> = config
-            .config
-            .machine
-            .services
-            .iter()
-            .filter(|s| s.health_check.is_some())
-            .map(|s| s.name.as_str())
-            .collect();
-        let unhealthy: Vec<String> = agent
-            .supervisor
-            .list()
-            .into_iter()
-            .filter_map(|s| {
-                let fine = match s.state {
-                    ServiceState::Finished | ServiceState::Stopped => true,
-                    ServiceState::Running => {
-                        s.health == Health::Healthy
-                            || (s.health == Health::Unknown && !checked.contains(&s.name.as_str()))
-                    }
-                    _ => false,
-                };
-                (!fine).then(|| match &s.health {
-                    Health::Unhealthy(why) => format!("{} ({}, {why})", s.name, s.state),
-                    _ if s.message.is_empty() => format!("{} ({})", s.name, s.state),
-                    _ => format!("{} ({}: {})", s.name, s.state, s.message),
-                })
-            })
-            .collect();
-        if unhealthy.is_empty() {
-            return Ok(());
-        }
+        let (unhealthy, restarts) = service_health(agent).await;
+        stable = match stable {
+            Some((since, before)) if unhealthy.is_empty() && before == restarts => {
+                if since.elapsed() >= Upgrade::STABLE_FOR {
+                    return Ok(());
+                }
+                Some((since, before))
+            }
+            _ if unhealthy.is_empty() => Some((Instant::now(), restarts)),
+            _ => None,
+        };
         if started.elapsed() >= timeout {
-            return Err(unhealthy.join(", "));
+            return Err(if unhealthy.is_empty() {
+                format!(
+                    "they did not stay healthy for {} in a row (a service restarted)",
+                    humantime::format_duration(Upgrade::STABLE_FOR)
+                )
+            } else {
+                unhealthy.join(", ")
+            });
         }
         tokio::time::sleep(HEALTH_POLL).await;
     }
+}
+
+/// The services that are not fine now (each with its state and why), and every
+/// service's restart count.
+async fn service_health(agent: &Agent) -> (Vec<String>, BTreeMap<String, u32>) {
+    let config = agent.config().await;
+    let checked: Vec<&str> = config
+        .config
+        .machine
+        .services
+        .iter()
+        .filter(|s| s.health_check.is_some())
+        .map(|s| s.name.as_str())
+        .collect();
+    let services = agent.supervisor.list();
+    let restarts = services
+        .iter()
+        .map(|s| (s.name.clone(), s.restarts))
+        .collect();
+    let unhealthy = services
+        .into_iter()
+        .filter_map(|s| {
+            let fine = match s.state {
+                ServiceState::Finished | ServiceState::Stopped => true,
+                ServiceState::Running => {
+                    s.health == Health::Healthy
+                        || (s.health == Health::Unknown && !checked.contains(&s.name.as_str()))
+                }
+                _ => false,
+            };
+            (!fine).then(|| match &s.health {
+                Health::Unhealthy(why) => format!("{} ({}, {why})", s.name, s.state),
+                _ if s.message.is_empty() => format!("{} ({})", s.name, s.state),
+                _ => format!("{} ({}: {})", s.name, s.state, s.message),
+            })
+        })
+        .collect();
+    (unhealthy, restarts)
 }
 
 /// Empties EPHEMERAL when this boot is the first of an upgrade that asked for it.
