@@ -87,6 +87,23 @@ pub fn image_builder(args: &[&str]) -> String {
     String::from_utf8(run.stdout).expect("utf-8 output")
 }
 
+/// `dir/busybox.tar`: an OCI archive of Debian's busybox-static named `name`, with
+/// `/bin/<applet>` links and `sh` as its command (`image-builder oci`).
+pub fn busybox_archive(dir: &Path, name: &str, applets: &[&str]) -> PathBuf {
+    let out = dir.join("busybox.tar");
+    let links: Vec<String> = applets
+        .iter()
+        .map(|applet| format!("/bin/{applet}=busybox"))
+        .collect();
+    let mut args = vec!["oci", "--name", name, "--package", "busybox-static"];
+    for link in &links {
+        args.extend(["--link", link]);
+    }
+    args.extend(["--out", out.to_str().expect("utf-8 path"), "--", "sh"]);
+    image_builder(&args);
+    out
+}
+
 /// A new bundle signing key `dir/name` (`image-builder keygen`); returns its path and
 /// the public key a node's `machine.upgrade.trustedKeys` lists.
 pub fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {

@@ -5,34 +5,12 @@
 //! containerd or container left once the cluster is destroyed.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use e2e::{LocalCluster, binary, process_alive, wait_for};
+use e2e::{LocalCluster, binary, busybox_archive, process_alive, wait_for};
 
 const IMAGE: &str = "node-os.local/e2e/busybox:1";
-
-/// Builds a busybox OCI archive with `image-builder oci` (from Debian's busybox-static).
-fn busybox_archive(dir: &Path) -> PathBuf {
-    let out = dir.join("busybox.tar");
-    let mut args = vec!["oci", "--name", IMAGE, "--package", "busybox-static"];
-    for applet in ["sh", "echo", "sleep", "cat"] {
-        args.push("--link");
-        args.push(Box::leak(format!("/bin/{applet}=busybox").into_boxed_str()));
-    }
-    args.extend(["--out", out.to_str().unwrap(), "--", "sh"]);
-    let built = Command::new(binary("image-builder"))
-        .args(&args)
-        .output()
-        .expect("image-builder runs");
-    assert!(
-        built.status.success(),
-        "image-builder oci failed: {}",
-        String::from_utf8_lossy(&built.stderr)
-    );
-    out
-}
 
 /// The `ps` row of container `id` (`-k` for k8s.io), if listed.
 fn container(cluster: &LocalCluster, node: &str, id: &str, k8s: bool) -> Option<serde_json::Value> {
@@ -58,7 +36,7 @@ fn running_pid(cluster: &LocalCluster, node: &str, id: &str, k8s: bool, not: Opt
 #[test]
 fn container_services_run_are_listed_measured_restarted_and_cleaned_up() {
     let work = tempfile::tempdir().unwrap();
-    let archive = busybox_archive(work.path());
+    let archive = busybox_archive(work.path(), IMAGE, &["sh", "echo", "sleep", "cat"]);
     // A long name: the node's state directory is too deep for a socket path there, so
     // the agent puts containerd's socket in a short directory of its own.
     let mut cluster = LocalCluster::create("containers-e2e", 40, 1, &["--containerd"]);

@@ -13,12 +13,13 @@
 //! --workspace && target/release/container-bench [--boots N] [--containers N] [--vm]`
 //! (`--vm` needs `scripts/build-image`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use e2e::{
-    Home, LocalCluster, Spread, binary, node_image, parent_pid as parent, process_start, wait_for,
+    Home, LocalCluster, Spread, busybox_archive, node_image, parent_pid as parent, process_start,
+    wait_for,
 };
 
 const NAME: &str = "container-bench";
@@ -51,7 +52,7 @@ fn main() -> ExitCode {
 
 fn run(boots: usize, containers: usize, vm: bool) -> Result<(), String> {
     let work = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let archive = busybox_archive(work.path())?;
+    let archive = busybox_archive(work.path(), IMAGE, &["sh", "sleep"]);
     let cluster = LocalCluster::create(NAME, 97, 1, &["--containerd"]);
     let node = Node {
         home: &cluster.home,
@@ -279,31 +280,6 @@ fn vm_first_container() -> Result<f64, String> {
     });
     let _ = node.osctl(&["cluster", "destroy", "--name", NAME]);
     result
-}
-
-fn busybox_archive(dir: &Path) -> Result<PathBuf, String> {
-    let out = dir.join("busybox.tar");
-    let built = Command::new(binary("image-builder"))
-        .args(["oci", "--name", IMAGE, "--package", "busybox-static"])
-        .args([
-            "--link",
-            "/bin/sh=busybox",
-            "--link",
-            "/bin/sleep=busybox",
-            "--out",
-        ])
-        .arg(&out)
-        .args(["--", "sh"])
-        .output()
-        .map_err(|e| format!("image-builder: {e}"))?;
-    if built.status.success() {
-        Ok(out)
-    } else {
-        Err(format!(
-            "image-builder oci: {}",
-            String::from_utf8_lossy(&built.stderr)
-        ))
-    }
 }
 
 fn rss_mib(pid: u32) -> f64 {
