@@ -29,8 +29,8 @@ mod upgrade;
 pub use error::Error;
 pub use generate::{CHART_CRDS_DIR, CrdFile, crd_files, write_crd_files};
 pub use node::{
-    ApplyMode, ConfigPatch, JsonPatchOp, JsonPatchOperation, NodePhase, ServiceHealth, TalosNode,
-    TalosNodeSpec, TalosNodeStatus,
+    ApplyMode, CONFIG_PREVIEW_ANNOTATION, ConfigPatch, ConfigPreview, JsonPatchOp,
+    JsonPatchOperation, NodePhase, ServiceHealth, TalosNode, TalosNodeSpec, TalosNodeStatus,
 };
 pub use release::Release;
 pub use upgrade::{

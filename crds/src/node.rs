@@ -237,6 +237,11 @@ pub struct TalosNodeStatus {
     /// Secrets are redacted by the agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_config_diff: Option<String>,
+    /// The agent's dry run of the patches in the `talos.dev/config-preview` annotation
+    /// (`kubectl talos apply-config` shows it before it changes the spec); absent
+    /// when the annotation is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_preview: Option<ConfigPreview>,
     /// The health of the node's services, as the agent reports them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub services: Option<ServiceHealth>,
@@ -247,6 +252,26 @@ pub struct TalosNodeStatus {
     /// The last error the operator met with this node, for people; cleared on success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+}
+
+/// The annotation that asks the operator for a dry run: its value is a JSON list of
+/// [`ConfigPatch`]es, the whole list the spec would have.
+pub const CONFIG_PREVIEW_ANNOTATION: &str = "talos.dev/config-preview";
+
+/// The agent's verdict on the patches of [`CONFIG_PREVIEW_ANNOTATION`], so that a
+/// client sees the diff (or the refusal) before it changes `spec.configPatches`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigPreview {
+    /// The sha256 (hex) of the annotation's value this preview answers, so that a
+    /// client knows the preview is of its request.
+    pub request: String,
+    /// The unified diff the patches would make, secrets redacted; empty when none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub diff: String,
+    /// Why the agent (or the operator) refused the patches; absent when accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// What the operator is doing with a node, or why it cannot.

@@ -61,9 +61,16 @@ const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$";
 pub struct TalosUpgradeSpec {
     /// The release every picked node should run.
     pub version: Release,
-    /// Which TalosNodes to upgrade, by their labels; absent or empty: all of them.
+    /// Which TalosNodes to upgrade, by their labels; absent or empty: all of them
+    /// (or all of `nodes`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: Option<LabelSelector>,
+    /// Which TalosNodes to upgrade, by name (`kubectl talos upgrade NODE...`); when set
+    /// with `nodeSelector`, a node must be listed and match it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    #[schemars(length(max = 5000), inner(length(min = 1, max = 253)))]
+    pub nodes: Vec<String>,
     /// How many picked nodes may be upgrading (or unhealthy) at once: a count of at
     /// least 1, or a percentage from 1% to 100% of the picked nodes, rounded down but
     /// at least one node.

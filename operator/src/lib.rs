@@ -1,0 +1,1 @@
+//! The talos-operator: reconciles TalosNodes and TalosUpgrades through the node agents.
