@@ -50,6 +50,12 @@ pub fn print(text: &str) -> Result<()> {
         .map_err(Error::Output)
 }
 
+/// Writes `line` and a newline to stdout (an error, not a panic, when the reader has
+/// gone away).
+pub fn line(line: impl std::fmt::Display) -> Result<()> {
+    print(&format!("{line}\n"))
+}
+
 /// Aligns cells into columns three spaces apart, as kubectl does; the last cell of a
 /// row is not padded (so a message may run past the columns).
 pub fn render_table(rows: &[Vec<String>]) -> String {

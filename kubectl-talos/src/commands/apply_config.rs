@@ -16,7 +16,7 @@ use kube::{Api, Client};
 use super::{TALOSNODE, apply, get, nodes};
 use crate::cli::ApplyConfigArgs;
 use crate::wait::Deadline;
-use crate::{Error, Result, apply as bodies, patch_file};
+use crate::{Error, Result, apply as bodies, output, patch_file};
 
 /// The condition the operator sets once it has applied (or failed to apply) a
 /// configuration.
@@ -57,15 +57,15 @@ pub async fn run(client: Client, args: &ApplyConfigArgs) -> Result<()> {
         });
     }
     if preview.diff.is_empty() {
-        println!("no change");
+        output::line(format_args!("no change"))?;
     } else {
-        print!("{}", preview.diff);
+        output::print(&preview.diff)?;
         if !preview.diff.ends_with('\n') {
-            println!();
+            output::print("\n")?;
         }
     }
     if args.dry_run {
-        println!("dry run: talosnode {name:?} not changed");
+        output::line(format_args!("dry run: talosnode {name:?} not changed"))?;
         return Ok(());
     }
 
@@ -93,7 +93,7 @@ pub async fn run(client: Client, args: &ApplyConfigArgs) -> Result<()> {
         let node = get(&api, TALOSNODE, name).await?;
         match applied(&node, generation) {
             Applied::Yes(hash) => {
-                println!("applied, config {hash}");
+                output::line(format_args!("applied, config {hash}"))?;
                 return Ok(());
             }
             Applied::No(message) => {

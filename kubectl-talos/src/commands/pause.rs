@@ -4,7 +4,7 @@ use crds::TalosUpgrade;
 use kube::Client;
 
 use super::{TALOSUPGRADE, apply, get, upgrades};
-use crate::{Result, apply as bodies};
+use crate::{Result, apply as bodies, output};
 
 /// Sets `spec.paused` on an existing TalosUpgrade (an apply alone would create an
 /// invalid one from a typo).
@@ -20,9 +20,11 @@ pub async fn run(client: Client, name: &str, paused: bool) -> Result<()> {
     )
     .await?;
     if paused {
-        println!("talosupgrade/{name} paused: no new node starts; nodes already upgrading finish");
+        output::line(format_args!(
+            "talosupgrade/{name} paused: no new node starts; nodes already upgrading finish"
+        ))?;
     } else {
-        println!("talosupgrade/{name} resumed");
+        output::line(format_args!("talosupgrade/{name} resumed"))?;
     }
     Ok(())
 }

@@ -47,7 +47,7 @@ pub async fn run(client: Client, args: &RebootArgs) -> Result<()> {
             &bodies::reboot(name, &at.to_string()),
         )
         .await?;
-        println!("{name}: reboot requested at {at}");
+        output::line(format_args!("{name}: reboot requested at {at}"))?;
         phases.insert(name.to_owned(), phase(node));
     }
     if !args.wait {
@@ -58,7 +58,7 @@ pub async fn run(client: Client, args: &RebootArgs) -> Result<()> {
     let mut waiting: BTreeMap<String, Option<NodePhase>> = phases;
     for (name, phase) in &waiting {
         if let Some(phase) = phase.filter(|p| *p != NodePhase::Ready) {
-            println!("{name}: {phase:?}");
+            output::line(format_args!("{name}: {phase:?}"))?;
         }
     }
     loop {
@@ -67,11 +67,11 @@ pub async fn run(client: Client, args: &RebootArgs) -> Result<()> {
             let node = get(&api, TALOSNODE, name).await?;
             match progress(&node, at, *shown) {
                 Progress::Rebooted(line) => {
-                    println!("{line}");
+                    output::line(&line)?;
                     done.push(name.clone());
                 }
                 Progress::Changed(phase, line) => {
-                    println!("{line}");
+                    output::line(&line)?;
                     *shown = Some(phase);
                 }
                 Progress::Same => {}

@@ -7,7 +7,7 @@ use kube::Client;
 use super::{TALOSNODE, TALOSUPGRADE, apply, get, nodes, now_seconds, upgrades};
 use crate::apply::{self as bodies, UpgradeRequest};
 use crate::cli::{RolloutStatusArgs, UpgradeArgs};
-use crate::output::Format;
+use crate::output::{self, Format};
 use crate::{Error, Result, selector};
 
 /// Checks the arguments and that the named nodes exist, applies the TalosUpgrade,
@@ -39,7 +39,7 @@ pub async fn run(client: Client, format: Format, args: UpgradeArgs) -> Result<()
         &bodies::upgrade(&request),
     )
     .await?;
-    println!("{}", request.name);
+    output::line(&request.name)?;
     if args.wait {
         let watch = RolloutStatusArgs {
             rollout: request.name,
