@@ -88,6 +88,14 @@ pub enum Error {
         /// `status.configPreview.error`.
         reason: String,
     },
+    /// The node's config patches changed between the preview and the apply.
+    #[error(
+        "the config patches of talosnode {node:?} changed while the preview ran (spec not changed); run the command again"
+    )]
+    ConcurrentChange {
+        /// The node.
+        node: String,
+    },
     /// The node reports that its new configuration was not applied.
     #[error("talosnode {node:?} did not apply its configuration: {message}")]
     ConfigNotApplied {

@@ -184,6 +184,10 @@ impl Parser {
             ));
         }
         let mut values = Vec::new();
+        self.skip_spaces();
+        if self.peek() == Some(')') {
+            return Err(format!("{operator:?} needs at least one value"));
+        }
         loop {
             values.push(self.value()?);
             self.skip_spaces();
@@ -329,5 +333,9 @@ mod tests {
         assert!(error("Bad_Prefix/a=b").contains("prefix must be a DNS subdomain"));
         assert!(error(&format!("a={}", "v".repeat(64))).contains("label value"));
         assert!(error("a!b").contains("expected '!='"));
+        assert_eq!(
+            error("a in ( )"),
+            r#"label selector "a in ( )": "In" needs at least one value"#
+        );
     }
 }

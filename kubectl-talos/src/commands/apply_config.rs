@@ -6,7 +6,7 @@
 //!    whole new patch list; the operator has the agent dry-run it and answers in
 //!    `status.configPreview`, tagged with the sha256 of that exact string.
 //! 2. Remove the annotation (its own field manager, so applying without it removes it).
-//! 3. Unless `--dry-run` or refused: set `spec.applyMode` (when `--mode` is given) and
+//! 3. Unless `--dry-run` or refused (or the patches changed meanwhile): set `spec.applyMode` (when `--mode` is given) and
 //!    `spec.configPatches`, then wait for the operator to observe that generation and
 //!    report the `ConfigApplied` condition.
 
@@ -69,6 +69,14 @@ pub async fn run(client: Client, args: &ApplyConfigArgs) -> Result<()> {
         return Ok(());
     }
 
+    // The list was built from the patches read before the preview: refuse to
+    // overwrite a change someone made meanwhile.
+    let now = get(&api, TALOSNODE, name).await?;
+    if now.spec.config_patches != node.spec.config_patches {
+        return Err(Error::ConcurrentChange {
+            node: name.to_owned(),
+        });
+    }
     if let Some(mode) = args.mode {
         apply(
             &api,
