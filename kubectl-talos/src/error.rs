@@ -162,6 +162,14 @@ impl Error {
 /// a transport error (kube's own `Display` of an API error is its debug form).
 fn kube_message(error: &kube::Error) -> String {
     if let kube::Error::Api(status) = error {
+        // A missing object is a Status of reason NotFound; a missing resource type is
+        // the server's plain "404 page not found".
+        if status.code == 404 && status.message.contains("page not found") {
+            return format!(
+                "{}: the API server does not know the resource; are the node-os CRDs (talosnodes.talos.dev, talosupgrades.talos.dev) installed?",
+                status.message
+            );
+        }
         if !status.message.is_empty() {
             return status.message.clone();
         }
@@ -205,6 +213,18 @@ mod tests {
         assert_eq!(
             error.to_string(),
             r#"applying talosnode "n1": talosnodes.talos.dev "n1" is invalid"#
+        );
+    }
+
+    #[test]
+    fn a_missing_crd_is_suggested() {
+        let status = kube::core::Status::failure("404 page not found", "NotFound").with_code(404);
+        let error = Error::api("listing talosnodes", kube::Error::Api(Box::new(status)));
+        assert!(
+            error.to_string().ends_with(
+                "are the node-os CRDs (talosnodes.talos.dev, talosupgrades.talos.dev) installed?"
+            ),
+            "{error}"
         );
     }
 
