@@ -211,6 +211,22 @@ impl AsyncWrite for Replayed {
     }
 }
 
+/// A failed call, in one line: the API's own message, or the transport cause
+/// translated into advice (osctl and the operator word failures the same way).
+pub fn explain_status(status: &tonic::Status) -> String {
+    use std::error::Error;
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal
+            if status.source().is_some() =>
+        {
+            status.source().map(explain).unwrap_or_default()
+        }
+        tonic::Code::PermissionDenied => format!("permission denied: {}", status.message()),
+        tonic::Code::Unauthenticated => format!("not authenticated: {}", status.message()),
+        _ => status.message().to_owned(),
+    }
+}
+
 /// Translates a connection error's innermost cause into advice for the user: the
 /// TLS alert a node sent (and what it means), or the socket error. Shared by osctl and
 /// the agent's fan-out, so a failed node reads the same either way.

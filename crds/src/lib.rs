@@ -30,7 +30,8 @@ pub use error::Error;
 pub use generate::{CHART_CRDS_DIR, CrdFile, crd_files, write_crd_files};
 pub use node::{
     ApplyMode, CONFIG_PREVIEW_ANNOTATION, ConfigPatch, ConfigPreview, JsonPatchOp,
-    JsonPatchOperation, NodePhase, ServiceHealth, TalosNode, TalosNodeSpec, TalosNodeStatus,
+    JsonPatchOperation, NodeOperation, NodePhase, OperationKind, ServiceHealth, TalosNode,
+    TalosNodeSpec, TalosNodeStatus,
 };
 pub use release::Release;
 pub use upgrade::{

@@ -237,6 +237,11 @@ pub struct TalosNodeStatus {
     /// Secrets are redacted by the agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_config_diff: Option<String>,
+    /// The disruptive operation (reboot, upgrade, or a configuration change that
+    /// reboots) the operator started and waits to see finish: recorded before the
+    /// request is sent, so that a restarted operator neither repeats nor forgets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<NodeOperation>,
     /// The agent's dry run of the patches in the `talos.dev/config-preview` annotation
     /// (`kubectl talos apply-config` shows it before it changes the spec); absent
     /// when the annotation is.
@@ -252,6 +257,38 @@ pub struct TalosNodeStatus {
     /// The last error the operator met with this node, for people; cleared on success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+}
+
+/// A reboot the operator asked a node for, and waits for: done when the node's boot id
+/// differs from `fromBootId`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeOperation {
+    /// Why the node reboots.
+    pub kind: OperationKind,
+    /// The boot id when the operation was started.
+    pub from_boot_id: String,
+    /// When the operation was started; it fails when the node has not rebooted after
+    /// the operator's timeout.
+    pub started_at: Time,
+    /// For an upgrade: the version being installed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// True when the operator cordoned the Kubernetes Node for this operation, so it
+    /// uncordons it afterwards (and leaves alone a Node someone else cordoned).
+    #[serde(default)]
+    pub cordoned: bool,
+}
+
+/// Why a node is rebooting.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OperationKind {
+    /// `spec.rebootRequestedAt` asked for it.
+    Reboot,
+    /// A new OS release was installed (`spec.version`).
+    Upgrade,
+    /// A configuration change that needs a reboot.
+    Config,
 }
 
 /// The annotation that asks the operator for a dry run: its value is a JSON list of

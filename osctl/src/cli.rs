@@ -91,6 +91,9 @@ pub enum Command {
         /// The bundle: a file (uploaded) or an https:// URL (downloaded by the node).
         #[arg(long, value_name = "FILE|URL")]
         image: String,
+        /// The bundle file's sha256 (hex): the node refuses a bundle with another.
+        #[arg(long, value_name = "HEX")]
+        sha256: Option<String>,
         /// Install only: the next reboot boots it.
         #[arg(long)]
         stage: bool,

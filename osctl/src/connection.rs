@@ -147,19 +147,3 @@ impl Connection {
         self.nodes.is_some()
     }
 }
-
-/// A failed call, in one line: the API's own message, or the transport cause
-/// translated into advice.
-pub fn explain_status(status: &tonic::Status) -> String {
-    use std::error::Error;
-    match status.code() {
-        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal
-            if status.source().is_some() =>
-        {
-            status.source().map(explain).unwrap_or_default()
-        }
-        tonic::Code::PermissionDenied => format!("permission denied: {}", status.message()),
-        tonic::Code::Unauthenticated => format!("not authenticated: {}", status.message()),
-        _ => status.message().to_owned(),
-    }
-}

@@ -7,6 +7,9 @@
 //! directory, or in `E2E_BIN_DIR`.
 #![deny(missing_docs)]
 
+pub mod apiserver;
+pub mod https;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

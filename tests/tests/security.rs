@@ -24,7 +24,7 @@ async fn version_error(node: &Node, tls: Arc<rustls::ClientConfig>) -> String {
     };
     match client.version(VersionRequest {}).await {
         Ok(_) => panic!("the call was accepted"),
-        Err(status) => osctl::connection::explain_status(&status),
+        Err(status) => api::transport::explain_status(&status),
     }
 }
 
@@ -112,7 +112,7 @@ fn each_role_gets_what_the_access_table_grants() {
         let denied = reader.reboot(RebootRequest {}).await.unwrap_err();
         assert_eq!(denied.code(), tonic::Code::PermissionDenied);
         assert!(
-            osctl::connection::explain_status(&denied)
+            api::transport::explain_status(&denied)
                 .contains("Reboot needs role os:operator or higher"),
             "{denied:?}"
         );

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use e2e::https::HttpsServer;
 use e2e::{
     LocalCluster, agent_bundle, binary, image_bundle, keygen, process_alive, spawn_agent,
     upgrade_image, wait_for,
@@ -44,85 +45,6 @@ fn upgrade_patch(public_key: &str, ca_pem: Option<&str>) -> String {
         upgrade["caCertificates"] = pem.into();
     }
     serde_json::json!({"machine": {"upgrade": upgrade}}).to_string()
-}
-
-/// The files of a directory over HTTPS (TLS 1.3, HTTP/1.1, GET only), with a
-/// certificate for `ip` signed by a new CA: where nodes download bundles from. Stops
-/// with its runtime when dropped.
-struct HttpsServer {
-    ca_pem: String,
-    _runtime: tokio::runtime::Runtime,
-}
-
-impl HttpsServer {
-    fn start(dir: &Path, ip: &str, port: u16) -> Self {
-        let ca = pki::CertificateAuthority::generate("e2e downloads").unwrap();
-        let server = ca
-            .issue_server("downloads", &[ip.to_owned()], Duration::from_secs(3600))
-            .unwrap();
-        let tls =
-            pki::tls::server_config_without_client_auth(&server.cert_pem, &server.key_pem).unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-        let listener = std::net::TcpListener::bind((ip, port)).unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let dir = dir.to_path_buf();
-        runtime.spawn(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            while let Ok((tcp, _)) = listener.accept().await {
-                let (acceptor, dir) = (acceptor.clone(), dir.clone());
-                tokio::spawn(async move {
-                    if let Ok(stream) = acceptor.accept(tcp).await {
-                        let _ = serve_file(stream, &dir).await;
-                    }
-                });
-            }
-        });
-        Self {
-            ca_pem: ca.cert_pem().to_owned(),
-            _runtime: runtime,
-        }
-    }
-}
-
-/// Answers one `GET /NAME` with the file NAME of `dir` (404 when there is none).
-async fn serve_file(
-    mut stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
-    dir: &Path,
-) -> std::io::Result<()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut request = Vec::new();
-    while !request.ends_with(b"\r\n\r\n") && request.len() < 8192 {
-        let mut byte = [0u8; 1];
-        if stream.read(&mut byte).await? == 0 {
-            return Ok(());
-        }
-        request.push(byte[0]);
-    }
-    let request = String::from_utf8_lossy(&request);
-    let name = request
-        .strip_prefix("GET /")
-        .and_then(|rest| rest.split_whitespace().next())
-        .filter(|name| !name.contains('/') && !name.starts_with('.'))
-        .unwrap_or_default();
-    match tokio::fs::File::open(dir.join(name)).await {
-        Ok(mut file) if !name.is_empty() => {
-            let size = file.metadata().await?.len();
-            let head =
-                format!("HTTP/1.1 200 OK\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n");
-            stream.write_all(head.as_bytes()).await?;
-            tokio::io::copy(&mut file, &mut stream).await?;
-        }
-        _ => {
-            let head = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-            stream.write_all(head.as_bytes()).await?;
-        }
-    }
-    stream.shutdown().await
 }
 
 /// Runs `osctl upgrade` for `node` and sends SIGKILL to `pid` once the write phase
@@ -396,6 +318,25 @@ fn process_nodes_upgrade_roll_back_and_survive_bad_bundles() {
     ]);
     assert_ne!(missing.code, 0);
     assert!(missing.stderr.contains("404"), "{}", missing.stderr);
+    // A bundle whose file hash is not the published one is refused before it is read.
+    let zeros = "0".repeat(64);
+    let mismatch = cluster.osctl(&[
+        "-e",
+        &node,
+        "upgrade",
+        "--image",
+        &url(&v2),
+        "--sha256",
+        &zeros,
+    ]);
+    assert_ne!(mismatch.code, 0);
+    assert!(
+        mismatch
+            .stderr
+            .contains(&format!("not the expected {zeros}")),
+        "{}",
+        mismatch.stderr
+    );
     // Staged, with EPHEMERAL preserved: nothing changes until the next reboot.
     std::fs::write(&ephemeral, "v1 data").unwrap();
     let downloaded = cluster

@@ -103,6 +103,9 @@ impl MachineApi {
                     let ca = agent.config().await.config.machine.upgrade.ca_certificates;
                     upgrade::source::download(&options.url, ca.as_deref(), &dir, &progress).await?
                 };
+                if !options.sha256.is_empty() {
+                    upgrade::source::check_sha256(&file, &options.sha256).await?;
+                }
                 upgrade::install(&agent, file, install_options, &progress).await
             }
             .await;

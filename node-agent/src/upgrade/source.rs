@@ -85,6 +85,24 @@ where
     Ok(file.into_temp_path())
 }
 
+/// Refuses a received bundle whose sha256 is not `expected` (the release's published
+/// hash), before its signature is even read.
+pub async fn check_sha256(file: &Path, expected: &str) -> Result<(), UpgradeError> {
+    let path = file.to_path_buf();
+    let (_, actual) = tokio::task::spawn_blocking(move || {
+        std::fs::File::open(&path).and_then(os_image::bundle::sha256)
+    })
+    .await
+    .map_err(|e| UpgradeError::Transfer(format!("hashing stopped: {e}")))?
+    .map_err(|e| UpgradeError::Transfer(format!("hashing the bundle: {e}")))?;
+    if actual != expected.to_ascii_lowercase() {
+        return Err(UpgradeError::Refused(format!(
+            "the bundle's sha256 is {actual}, not the expected {expected}"
+        )));
+    }
+    Ok(())
+}
+
 /// The root image's certificate authorities (Debian's ca-certificates bundle).
 const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 

@@ -114,6 +114,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Shutdown => node::shutdown(&session).await,
         Command::Upgrade {
             image,
+            sha256,
             stage,
             preserve,
             force,
@@ -122,6 +123,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let request = upgrade::Request {
                 image,
+                sha256,
                 stage,
                 preserve,
                 force,

@@ -9,7 +9,9 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use crate::cli::{self, ApplyArgs, Mode};
-use crate::connection::{Connection, explain_status};
+use api::transport::explain_status;
+
+use crate::connection::Connection;
 use crate::output::{self, NodeRow, Row};
 
 use super::Session;

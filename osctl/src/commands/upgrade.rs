@@ -10,7 +10,9 @@ use serde::Serialize;
 
 use super::Session;
 use super::node::{call_failed, finish, node_rows};
-use crate::connection::{Connection, explain_status};
+use api::transport::explain_status;
+
+use crate::connection::Connection;
 use crate::output::{self, Row};
 
 /// The size of an upload's chunks.
@@ -23,6 +25,8 @@ const POLL: Duration = Duration::from_millis(500);
 pub struct Request {
     /// A bundle file, or an https:// URL the node downloads.
     pub image: String,
+    /// The bundle file's expected sha256 (hex).
+    pub sha256: Option<String>,
     /// Install only; the next reboot boots it.
     pub stage: bool,
     /// Keep EPHEMERAL.
@@ -81,6 +85,7 @@ pub async fn upgrade(session: &Session, request: &Request) -> anyhow::Result<()>
         stage: request.stage,
         force: request.force,
         preserve: request.preserve,
+        sha256: request.sha256.clone().unwrap_or_default(),
         ..options
     };
     let first = futures::stream::iter([UpgradeRequest {

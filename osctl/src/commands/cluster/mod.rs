@@ -182,7 +182,7 @@ async fn node_version(
         .clone()
         .version(VersionRequest {})
         .await
-        .map_err(|s| anyhow::anyhow!(crate::connection::explain_status(&s)))?;
+        .map_err(|s| anyhow::anyhow!(api::transport::explain_status(&s)))?;
     reply
         .into_inner()
         .messages

@@ -8,125 +8,22 @@
 //! fails rather than skips. It runs the server on its own ports (16543, etcd 23890 and
 //! 23891) and in its own state directory, and stops it even when the test panics.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crds::{
     ApplyMode, NodePhase, NodeUpgradeState, NodeUpgradeStatus, TalosNode, TalosNodeSpec,
     TalosNodeStatus, TalosUpgrade, TalosUpgradeStatus, UpgradePhase,
 };
+use e2e::apiserver::TestBed;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config, Resource};
+use kube::{Client, Resource};
 use serde_json::{Value, json};
 
-const PORT: &str = "16543";
-const ETCD_PORT: &str = "23890";
+const PORT: u16 = 16543;
+const ETCD_PORT: u16 = 23890;
 const FIELD_MANAGER: &str = "crds-test";
-
-/// The repository's root (this crate sits one level down).
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The test bed's cache, as `run` finds it.
-fn cache() -> PathBuf {
-    std::env::var_os("APISERVER_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/node-os/apiserver"))
-}
-
-/// A running test bed; dropping it (also while panicking) stops the server.
-struct TestBed {
-    /// State directory: certificates, kubeconfig, logs, etcd data.
-    dir: Option<tempfile::TempDir>,
-    kubeconfig: PathBuf,
-}
-
-impl TestBed {
-    fn run(dir: &Path, command: &str) -> std::process::Output {
-        Command::new(repo_root().join("tests/testbeds/apiserver/run"))
-            .arg(command)
-            .env("APISERVER_PORT", PORT)
-            .env("APISERVER_ETCD_PORT", ETCD_PORT)
-            .env("APISERVER_DIR", dir)
-            .env_remove("APISERVER_AUDIT_LOG")
-            .env_remove("APISERVER_ARGS")
-            .output()
-            .unwrap_or_else(|error| {
-                panic!("running tests/testbeds/apiserver/run {command}: {error}")
-            })
-    }
-
-    fn start() -> TestBed {
-        let bin = cache().join("bin");
-        assert!(
-            bin.join("apiextensions-apiserver").is_file(),
-            "the apiserver test bed is not built ({} has no apiextensions-apiserver): run \
-             tests/testbeds/apiserver/setup (as root) first",
-            bin.display()
-        );
-        let dir = tempfile::Builder::new()
-            .prefix("crds-apiserver-")
-            .tempdir()
-            .expect("creating the test bed's state directory");
-        let output = Self::run(dir.path(), "start");
-        let bed = TestBed {
-            kubeconfig: PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()),
-            dir: Some(dir),
-        };
-        assert!(
-            output.status.success(),
-            "tests/testbeds/apiserver/run start failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        bed
-    }
-
-    async fn client(&self) -> Client {
-        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("reading the kubeconfig");
-        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-            .await
-            .expect("loading the kubeconfig");
-        Client::try_from(config).expect("building the client")
-    }
-
-    /// kubectl from the test bed's cache, against this server; returns stdout.
-    fn kubectl(&self, args: &[&str]) -> String {
-        let output = Command::new(cache().join("bin/kubectl"))
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(args)
-            .output()
-            .expect("running kubectl");
-        assert!(
-            output.status.success(),
-            "kubectl {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-}
-
-impl Drop for TestBed {
-    fn drop(&mut self) {
-        let Some(dir) = self.dir.take() else { return };
-        let output = Self::run(dir.path(), "stop");
-        if !output.status.success() {
-            eprintln!(
-                "tests/testbeds/apiserver/run stop failed:\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        if std::thread::panicking() {
-            // Keep the logs of a failed run.
-            eprintln!("apiserver test bed logs kept in {}", dir.keep().display());
-        }
-    }
-}
 
 /// Retries `f` until it succeeds or `what` times out after 30 s.
 async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
@@ -626,7 +523,7 @@ async fn talos_upgrades(client: &Client) {
 
 #[tokio::test]
 async fn crds_on_a_real_api_server() {
-    let bed = TestBed::start();
+    let bed = TestBed::start(PORT, ETCD_PORT, &[], false);
     let client = bed.client().await;
     apply_crds(&client).await;
     // Applying again changes nothing and is accepted (idempotent, as the chart's upgrade).
@@ -636,7 +533,7 @@ async fn crds_on_a_real_api_server() {
     talos_upgrades(&client).await;
 
     // Short names, the category and the printer columns, as kubectl shows them.
-    let table = bed.kubectl(&["get", "tn", "worker-1"]);
+    let table = bed.kubectl_ok(&["get", "tn", "worker-1"]);
     let header: Vec<&str> = table
         .lines()
         .next()
@@ -652,7 +549,7 @@ async fn crds_on_a_real_api_server() {
         table.contains("Ready") && table.contains("1.3.0") && table.contains("a1b2c3d4e5f6 "),
         "{table}"
     );
-    let table = bed.kubectl(&["get", "tu", "to-1.4.0"]);
+    let table = bed.kubectl_ok(&["get", "tu", "to-1.4.0"]);
     let header: Vec<&str> = table
         .lines()
         .next()
@@ -668,7 +565,7 @@ async fn crds_on_a_real_api_server() {
         table.contains("1.4.0") && table.contains("1/3") && table.contains("Progressing"),
         "{table}"
     );
-    let all = bed.kubectl(&["get", "talos", "-o", "name"]);
+    let all = bed.kubectl_ok(&["get", "talos", "-o", "name"]);
     assert!(
         all.contains("talosnode.talos.dev/worker-1")
             && all.contains("talosupgrade.talos.dev/to-1.4.0"),
