@@ -523,6 +523,68 @@ fn operator_drives_config_reboots_and_rollouts() {
         "the node rebooted a second time"
     );
 
+    // --- kubectl talos apply-config: the agent's diff first, then the change. ---
+    let n3 = cluster.addresses[2].clone();
+    let patch_file = work.path().join("dirty-ratio.yaml");
+    std::fs::write(
+        &patch_file,
+        "machine:\n  sysctls:\n    vm.dirty_ratio: \"15\"\n",
+    )
+    .unwrap();
+    let patch_arg = patch_file.to_str().unwrap();
+    let hash_before = cluster.rows(&n3, &["get", "config"])[0]["config_hash"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let dry = kubectl_talos(&bed, &["apply-config", "n3", "-f", patch_arg, "--dry-run"]);
+    let dry_out = String::from_utf8_lossy(&dry.stdout);
+    assert!(
+        dry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    assert!(
+        dry_out.contains("+") && dry_out.contains("vm.dirty_ratio"),
+        "the agent's diff: {dry_out}"
+    );
+    assert_eq!(
+        cluster.rows(&n3, &["get", "config"])[0]["config_hash"],
+        hash_before.as_str(),
+        "a dry run changes nothing"
+    );
+    let applied_n3 = kubectl_talos(
+        &bed,
+        &["apply-config", "n3", "-f", patch_arg, "--timeout", "60s"],
+    );
+    let applied_out = String::from_utf8_lossy(&applied_n3.stdout);
+    assert!(
+        applied_n3.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied_n3.stderr)
+    );
+    assert!(applied_out.contains("applied, config"), "{applied_out}");
+    let config = cluster.rows(&n3, &["get", "config"]).remove(0);
+    assert!(
+        config["config"]
+            .as_str()
+            .unwrap()
+            .contains("vm.dirty_ratio"),
+        "{config}"
+    );
+    let table = String::from_utf8_lossy(&kubectl_talos(&bed, &["get"]).stdout).into_owned();
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(header[..3], ["NODE", "PHASE", "OS"], "{table}");
+    assert_eq!(
+        table.lines().filter(|l| l.contains("Ready")).count(),
+        6,
+        "{table}"
+    );
+
     // --- A rollout over six nodes, two at a time, with an operator restart and a pause. ---
     let generations: BTreeMap<String, u64> = versions(&cluster)
         .iter()
