@@ -63,6 +63,7 @@ async fn main() -> anyhow::Result<()> {
     } else {
         logs.init();
     }
+    raise_open_files_limit();
     let options = Options {
         metrics_addr: args.metrics_addr,
         client_cert_dir: args.client_cert_dir,
@@ -81,4 +82,19 @@ async fn main() -> anyhow::Result<()> {
     };
     operator::run::run(options).await?;
     Ok(())
+}
+
+/// One connection per node agent: a fleet of more than a thousand nodes needs more
+/// file descriptors than the usual soft limit of 1024, so take the hard limit.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(error = %e, soft, "could not raise the open files limit");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not read the open files limit"),
+    }
 }

@@ -9,6 +9,7 @@
 
 pub mod apiserver;
 pub mod https;
+pub mod operator;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -20,13 +20,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crds::{NodePhase, NodeUpgradeState, TalosNode, TalosUpgrade, UpgradePhase};
 use e2e::apiserver::TestBed;
 use e2e::https::HttpsServer;
+use e2e::operator::{Operator, operator_certificate};
 use e2e::{LocalCluster, agent_bundle, binary, keygen};
 use kube::api::Api;
 use serde_json::{Value, json};
@@ -39,83 +40,6 @@ const V1: &str = env!("CARGO_PKG_VERSION");
 const V2: &str = "0.2.0-rollout";
 const V3: &str = "0.3.0-broken";
 const OPERATOR_USER: &str = "talos-operator";
-
-/// The operator as a child process, killed when dropped.
-struct Operator {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Operator {
-    fn start(bed: &TestBed, cert_dir: &Path, log: &Path) -> Self {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        let child = Command::new(binary("talos-operator"))
-            .args(["--metrics-addr", METRICS, "--client-cert-dir"])
-            .arg(cert_dir)
-            .args(["--poll", "1s", "--resync", "5s", "--log-format", "text"])
-            .env("KUBECONFIG", bed.kubeconfig_of(OPERATOR_USER))
-            .env("RUST_LOG", "info,operator=debug")
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("starting talos-operator");
-        Self {
-            child,
-            log: log.to_path_buf(),
-        }
-    }
-
-    /// SIGKILL, as a node losing the operator's pod would.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        self.kill();
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(150).collect();
-            eprintln!(
-                "operator log (last lines, newest first):\n{}",
-                tail.join("\n")
-            );
-        }
-    }
-}
-
-/// The os:operator client certificate from the cluster, as the chart's Secret holds
-/// it: ca.crt, tls.crt, tls.key.
-fn operator_certificate(cluster: &LocalCluster, dir: &Path) -> PathBuf {
-    let file = dir.join("operator-client.yaml");
-    cluster
-        .osctl(&[
-            "config",
-            "new",
-            "--roles",
-            "os:operator",
-            file.to_str().unwrap(),
-        ])
-        .success();
-    let config: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
-    let context = config["contexts"]
-        .as_object()
-        .and_then(|c| c.values().next())
-        .expect("a context")
-        .clone();
-    let cert_dir = dir.join("operator-cert");
-    std::fs::create_dir_all(&cert_dir).unwrap();
-    for (key, name) in [("ca", "ca.crt"), ("crt", "tls.crt"), ("key", "tls.key")] {
-        std::fs::write(cert_dir.join(name), context[key].as_str().unwrap()).unwrap();
-    }
-    cert_dir
-}
 
 /// kubectl apply of one object (JSON).
 fn apply(bed: &TestBed, object: &Value) -> std::process::Output {
@@ -383,7 +307,13 @@ fn operator_drives_config_reboots_and_rollouts() {
     );
 
     let operator_log = work.path().join("operator.log");
-    let mut operator = Operator::start(&bed, &cert_dir, &operator_log);
+    let mut operator = Operator::start(
+        &bed.kubeconfig_of(OPERATOR_USER),
+        &cert_dir,
+        &operator_log,
+        METRICS,
+        &["--poll", "1s", "--resync", "5s"],
+    );
     for (i, address) in cluster.addresses.iter().enumerate() {
         apply_ok(
             &bed,
@@ -606,7 +536,13 @@ fn operator_drives_config_reboots_and_rollouts() {
     );
     operator.kill();
     std::thread::sleep(Duration::from_secs(3));
-    let mut operator = Operator::start(&bed, &cert_dir, &operator_log);
+    let mut operator = Operator::start(
+        &bed.kubeconfig_of(OPERATOR_USER),
+        &cert_dir,
+        &operator_log,
+        METRICS,
+        &["--poll", "1s", "--resync", "5s"],
+    );
     eventually(
         &runtime,
         "the second batch started",
