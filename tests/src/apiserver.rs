@@ -87,6 +87,22 @@ impl TestBed {
         bed
     }
 
+    /// Installs the chart's CRDs (`charts/talos-operator/crds/`) with kubectl and
+    /// waits until they are Established.
+    pub fn install_crds(&self) {
+        let crds = repo_root().join("charts/talos-operator/crds");
+        self.kubectl_ok(&["apply", "-f", crds.to_str().expect("utf-8 path")]);
+        self.kubectl_ok(&[
+            "wait",
+            "--for",
+            "condition=Established",
+            "crd",
+            "--all",
+            "--timeout",
+            "60s",
+        ]);
+    }
+
     /// The kubeconfig of the extra identity `user`.
     pub fn kubeconfig_of(&self, user: &str) -> PathBuf {
         self.kubeconfig.with_file_name(format!("kubeconfig-{user}"))

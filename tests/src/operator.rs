@@ -93,3 +93,22 @@ pub fn operator_certificate(cluster: &LocalCluster, dir: &Path) -> PathBuf {
     }
     cert_dir
 }
+
+/// A plain HTTP GET on loopback (the operator's `/metrics`, `/readyz`); returns the
+/// body, empty when nothing answers.
+pub fn http_get(address: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(address) else {
+        return String::new();
+    };
+    let mut response = String::new();
+    if write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").is_err()
+        || stream.read_to_string(&mut response).is_err()
+    {
+        return String::new();
+    }
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default()
+}

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use crds::{NodePhase, NodeUpgradeState, TalosNode, TalosUpgrade, UpgradePhase};
 use e2e::apiserver::TestBed;
 use e2e::https::HttpsServer;
-use e2e::operator::{Operator, operator_certificate};
+use e2e::operator::{Operator, http_get, operator_certificate};
 use e2e::{LocalCluster, agent_bundle, binary, keygen};
 use kube::api::Api;
 use serde_json::{Value, json};
@@ -285,17 +285,7 @@ fn operator_drives_config_reboots_and_rollouts() {
     let cert_dir = operator_certificate(&cluster, work.path());
 
     let bed = TestBed::start(PORT, ETCD_PORT, &[OPERATOR_USER], true);
-    let crds_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/talos-operator/crds");
-    bed.kubectl_ok(&["apply", "-f", crds_dir.to_str().unwrap()]);
-    bed.kubectl_ok(&[
-        "wait",
-        "--for",
-        "condition=Established",
-        "crd",
-        "--all",
-        "--timeout",
-        "60s",
-    ]);
+    bed.install_crds();
     let client = runtime.block_on(bed.client());
     let nodes: Api<TalosNode> = Api::all(client.clone());
     let upgrades: Api<TalosUpgrade> = Api::all(client.clone());
@@ -709,17 +699,4 @@ fn operator_drives_config_reboots_and_rollouts() {
         unused.is_empty(),
         "the ClusterRole grants what the operator never uses: {unused:?}"
     );
-}
-
-/// A plain HTTP GET on loopback; returns the body.
-fn http_get(address: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(address).unwrap();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default()
 }

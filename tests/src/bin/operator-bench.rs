@@ -34,7 +34,7 @@ use api::machine::{
 use crds::{NodePhase, TalosNode, TalosUpgrade, UpgradePhase};
 use e2e::apiserver::TestBed;
 use e2e::https::HttpsServer;
-use e2e::operator::{Operator, operator_certificate};
+use e2e::operator::{Operator, http_get, operator_certificate};
 use e2e::{LocalCluster, agent_bundle, binary, keygen};
 use futures::StreamExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -317,14 +317,8 @@ fn audited(log: &Path, from: &str, to: &str) -> usize {
 }
 
 fn metric(address: &str, name: &str) -> f64 {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(address) else {
-        return 0.0;
-    };
-    let _ = write!(stream, "GET /metrics HTTP/1.0\r\n\r\n");
-    let mut text = String::new();
-    let _ = stream.read_to_string(&mut text);
-    text.lines()
+    http_get(address, "/metrics")
+        .lines()
         .filter(|l| l.starts_with(name))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
@@ -337,17 +331,7 @@ fn row(figure: &str, value: String) {
 async fn run(count: usize, process: usize) -> Result<(), String> {
     let work = tempfile::tempdir().map_err(|e| e.to_string())?;
     let bed = TestBed::start(PORT, ETCD_PORT, &[USER], true);
-    let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/talos-operator/crds");
-    bed.kubectl_ok(&["apply", "-f", crds.to_str().unwrap()]);
-    bed.kubectl_ok(&[
-        "wait",
-        "--for",
-        "condition=Established",
-        "crd",
-        "--all",
-        "--timeout",
-        "60s",
-    ]);
+    bed.install_crds();
     let client = bed.client().await;
     let nodes: Api<TalosNode> = Api::all(client.clone());
     println!("| figure | value |");
